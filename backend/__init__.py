@@ -1,0 +1,1 @@
+"""Loft's storage back end: the wire protocol, the client, and the server."""

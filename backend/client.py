@@ -1,0 +1,177 @@
+"""The HTTP client of one device: typed calls on the ``/v1`` API, with retries.
+
+Every call of the API is safe to repeat (chunk uploads are idempotent, commits carry
+operation ids the server applies once), so a call that fails in transit, or is
+answered 502/503/504, is retried with exponential backoff and jitter; only the call
+that failed is repeated, never a whole transfer. HTTP failures become the exceptions
+of ``backend.errors`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import httpx
+import trio
+
+from backend import protocol as p
+from backend.errors import HashMismatch, LoftError, ServerUnavailable, from_wire
+
+log = logging.getLogger("loft.client")
+
+_RETRY_STATUS = (502, 503, 504)
+
+
+class Client:
+    """Use as ``async with Client(url, token) as c:``; one connection pool per client."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        attempts: int = 6,
+        backoff: float = 0.2,
+        timeout: float = 30.0,
+        connections: int = 16,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.attempts = attempts
+        self.backoff = backoff
+        headers = {"accept": p.CBOR}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._http = httpx.AsyncClient(
+            base_url=self.url + p.API,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        raw: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """One API call, retried on transport failures and 502/503/504."""
+        content = raw if raw is not None else (p.encode(body) if body is not None else None)
+        headers = {"content-type": "application/octet-stream" if raw is not None else p.CBOR}
+        extra: dict[str, Any] = {}
+        if timeout is not None:
+            extra["timeout"] = httpx.Timeout(timeout, connect=5.0)
+        failure = ""
+        for attempt in range(self.attempts):
+            if attempt:
+                delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random())
+                log.debug("retrying %s %s in %.2fs: %s", method, path, delay, failure)
+                await trio.sleep(min(delay, 5.0))
+            try:
+                response = await self._http.request(
+                    method, path, content=content, params=params, headers=headers, **extra
+                )
+            except httpx.TransportError as exc:
+                failure = str(exc) or type(exc).__name__
+                continue
+            if response.status_code in _RETRY_STATUS:
+                failure = f"HTTP {response.status_code}"
+                continue
+            if response.status_code >= 400:
+                raise _error(response)
+            return response
+        raise ServerUnavailable(f"cannot reach the server at {self.url}: {failure}")
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.request(method, path, **kwargs)
+        return p.decode(response.content)
+
+    # --- the API -----------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("GET", "/health")
+        return result
+
+    async def login(
+        self, user: str, password: str, device: str, ttl: int | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"user": user, "password": password, "device": device}
+        if ttl is not None:
+            body["ttl"] = ttl
+        result: dict[str, Any] = await self.call("POST", "/login", body=body)
+        return result
+
+    async def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("GET", "/whoami")
+        return result
+
+    async def missing(self, ids: list[str]) -> list[str]:
+        """The subset of ``ids`` this device must upload, in batches the server accepts."""
+        missing: list[str] = []
+        for start in range(0, len(ids), p.MAX_IDS_PER_QUERY):
+            batch = ids[start : start + p.MAX_IDS_PER_QUERY]
+            answer = await self.call("POST", "/chunks/missing", body={"ids": batch})
+            missing.extend(answer["missing"])
+        return missing
+
+    async def put_chunk(self, cid: str, data: bytes) -> bool:
+        """Upload one chunk; True if the server did not hold it before."""
+        answer = await self.call("PUT", f"/chunks/{cid}", raw=data)
+        return bool(answer.get("stored"))
+
+    async def get_chunk(self, cid: str) -> bytes:
+        """Download one chunk and check it against its id (a bad copy is fetched again)."""
+        for _ in range(3):
+            response = await self.request("GET", f"/chunks/{cid}")
+            if p.chunk_id(response.content) == cid:
+                return response.content
+            log.warning("chunk %s arrived damaged; fetching it again", cid)
+        raise HashMismatch(f"chunk {cid} keeps arriving damaged")
+
+    async def commit(self, ns: int, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("POST", f"/ns/{ns}/commit", body={"ops": ops})
+        return result
+
+    async def changes(
+        self, ns: int, since: int, wait: float = 0, limit: int = 1000
+    ) -> dict[str, Any]:
+        params = {"since": since, "wait": int(wait), "limit": limit}
+        result: dict[str, Any] = await self.call(
+            "GET", f"/ns/{ns}/changes", params=params, timeout=wait + 30.0
+        )
+        return result
+
+    async def tree(self, ns: int, at: int | None = None) -> dict[str, Any]:
+        params = {"at": at} if at is not None else None
+        result: dict[str, Any] = await self.call("GET", f"/ns/{ns}/tree", params=params)
+        return result
+
+    async def lookup(self, ns: int, path: str, children: bool = False) -> dict[str, Any]:
+        params = {"path": path, "children": "1" if children else "0"}
+        result: dict[str, Any] = await self.call("GET", f"/ns/{ns}/lookup", params=params)
+        return result
+
+    async def versions(self, ns: int, entry: str) -> list[dict[str, Any]]:
+        answer = await self.call("GET", f"/ns/{ns}/entries/{entry}/versions")
+        result: list[dict[str, Any]] = answer["versions"]
+        return result
+
+
+def _error(response: httpx.Response) -> LoftError:
+    try:
+        body = p.decode(response.content)
+    except LoftError:
+        body = None
+    return from_wire(response.status_code, body)

@@ -1,0 +1,1 @@
+"""The Loft server: HTTP API, metadata and block stores, change notifier, auth."""

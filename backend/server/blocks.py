@@ -1,0 +1,96 @@
+"""The block store: where chunk bytes live, behind one small interface.
+
+``DirectoryBlockStore`` (``dir_blocks.py``) keeps them in a local directory, the
+embedded default; ``S3BlockStore`` (``s3_blocks.py``) in any S3-compatible object
+store. Both hold the same at-rest format, produced and read by ``seal``/``unseal``:
+
+    ======= ============================================================
+    bytes   meaning
+    ======= ============================================================
+    0       format: 0 = raw content follows, 1 = zstd frame follows
+    1..     the content, raw or compressed
+    ======= ============================================================
+
+Content is compressed only where that saves at least 1/32 of it, so media and
+already-compressed files are stored raw and read back without a decompression.
+A chunk is stored under its id; storing an id twice is harmless (idempotent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs, urlsplit
+
+import zstandard
+
+from backend.errors import BadRequest, StoreError
+
+RAW, ZSTD = 0, 1
+_LEVEL = 3
+
+
+class BlockStore(Protocol):
+    url: str
+
+    async def put(self, cid: str, sealed: bytes) -> None:
+        """Store durably: when this returns the chunk survives a crash."""
+        ...
+
+    async def get(self, cid: str) -> bytes | None:
+        """The sealed bytes of a chunk, or None if it is not stored."""
+        ...
+
+    async def has(self, cid: str) -> bool: ...
+
+    def ids(self) -> AsyncIterator[str]:
+        """Every stored chunk id (for fsck)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def seal(data: bytes) -> bytes:
+    """The at-rest form of a chunk's content."""
+    if len(data) >= 512:
+        packed = zstandard.ZstdCompressor(level=_LEVEL).compress(data)
+        if len(packed) <= len(data) - len(data) // 32:
+            return bytes([ZSTD]) + packed
+    return bytes([RAW]) + data
+
+
+def unseal(sealed: bytes) -> bytes:
+    if not sealed:
+        raise StoreError("stored chunk is empty")
+    if sealed[0] == RAW:
+        return sealed[1:]
+    if sealed[0] == ZSTD:
+        try:
+            return zstandard.ZstdDecompressor().decompress(sealed[1:])
+        except zstandard.ZstdError as exc:
+            raise StoreError(f"stored chunk is corrupt: {exc}") from None
+    raise StoreError(f"stored chunk has unknown format {sealed[0]}")
+
+
+def open_block_store(url: str | None, data_dir: Path) -> BlockStore:
+    """``None`` → ``DATA/chunks``; ``file:///path``; ``s3://BUCKET?endpoint=URL``."""
+    if url is None:
+        from backend.server.dir_blocks import DirectoryBlockStore
+
+        return DirectoryBlockStore(data_dir / "chunks")
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        from backend.server.dir_blocks import DirectoryBlockStore
+
+        return DirectoryBlockStore(Path(parts.path))
+    if parts.scheme == "s3":
+        from backend.server.s3_blocks import S3BlockStore
+
+        query = parse_qs(parts.query)
+        endpoint = query.get("endpoint", [None])[0]
+        region = query.get("region", [None])[0]
+        if not parts.netloc:
+            raise BadRequest(f"--blocks {url}: no bucket named")
+        return S3BlockStore(parts.netloc, endpoint, region)
+    raise BadRequest(f"--blocks {url}: use file:///DIR or s3://BUCKET?endpoint=URL")

@@ -1,0 +1,137 @@
+"""The SQL database behind the metadata store: one small interface, two engines.
+
+``SQLiteDatabase`` (``sqlite_db.py``) is the embedded default; ``PostgresDatabase``
+(``postgres_db.py``) serves many stateless server nodes. Both run the same SQL,
+written with ``?`` placeholders; an engine rewrites what it must.
+
+Durability: a ``transaction()`` block either commits as a whole (SQLite in WAL mode
+with ``synchronous=FULL``; PostgreSQL with its default ``fsync``/``synchronous_commit``)
+or leaves nothing behind. A crash at any point before the commit returns leaves the
+database as it was before the block.
+
+Tables (schema version 1)
+
+    ============ =============================================================
+    table        rows
+    ============ =============================================================
+    meta         key/value: ``schema`` = "1"
+    users        id, name (unique), pw_hash (``scrypt$...``), created, root_ns
+    tokens       hash (sha256 hex of the bearer token), user_id, device,
+                 created, expires (unix seconds)
+    namespaces   id, owner, seq (the journal head), created
+    members      (ns, user_id) → role: "owner" | "editor" | "viewer"
+    entries      the live tree: (ns, id) → parent, name, kind, rev, size,
+                 mode, mtime, blocks (CBOR), target; (ns, parent, name) unique
+    versions     the journal: (ns, seq) → one entry state per operation,
+                 ``deleted`` = 1 when the entry ends there; never rewritten
+    applied_ops  (ns, op_id) → seq and CBOR result, for exactly-once commits
+    chunks       id → size, stored (bytes at rest), created
+    chunk_grants (user_id, chunk): the user uploaded (proved they hold) it
+    ns_chunks    (ns, chunk): a version in ns names the chunk
+    ============ =============================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from backend.errors import StoreError
+
+SCHEMA_VERSION = "1"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    id {serial}, name TEXT NOT NULL UNIQUE, pw_hash TEXT NOT NULL,
+    created BIGINT NOT NULL, root_ns BIGINT);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY, user_id BIGINT NOT NULL, device TEXT NOT NULL,
+    created BIGINT NOT NULL, expires BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS namespaces (
+    id {serial}, owner BIGINT NOT NULL, seq BIGINT NOT NULL, created BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS members (
+    ns BIGINT NOT NULL, user_id BIGINT NOT NULL, role TEXT NOT NULL,
+    PRIMARY KEY (ns, user_id));
+CREATE INDEX IF NOT EXISTS members_user ON members (user_id);
+CREATE TABLE IF NOT EXISTS entries (
+    ns BIGINT NOT NULL, id TEXT NOT NULL, parent TEXT NOT NULL, name TEXT NOT NULL,
+    kind TEXT NOT NULL, rev BIGINT NOT NULL, size BIGINT NOT NULL, mode INTEGER NOT NULL,
+    mtime BIGINT NOT NULL, blocks {blob}, target TEXT,
+    PRIMARY KEY (ns, id));
+CREATE UNIQUE INDEX IF NOT EXISTS entries_name ON entries (ns, parent, name);
+CREATE TABLE IF NOT EXISTS versions (
+    ns BIGINT NOT NULL, seq BIGINT NOT NULL, id TEXT NOT NULL, parent TEXT NOT NULL,
+    name TEXT NOT NULL, kind TEXT NOT NULL, size BIGINT NOT NULL, mode INTEGER NOT NULL,
+    mtime BIGINT NOT NULL, blocks {blob}, target TEXT, deleted INTEGER NOT NULL,
+    device TEXT NOT NULL, committed BIGINT NOT NULL,
+    PRIMARY KEY (ns, seq));
+CREATE INDEX IF NOT EXISTS versions_entry ON versions (ns, id, seq);
+CREATE TABLE IF NOT EXISTS applied_ops (
+    ns BIGINT NOT NULL, op_id TEXT NOT NULL, seq BIGINT NOT NULL, result {blob} NOT NULL,
+    PRIMARY KEY (ns, op_id));
+CREATE TABLE IF NOT EXISTS chunks (
+    id TEXT PRIMARY KEY, size INTEGER NOT NULL, stored BIGINT NOT NULL,
+    created BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunk_grants (
+    user_id BIGINT NOT NULL, chunk TEXT NOT NULL, PRIMARY KEY (user_id, chunk));
+CREATE TABLE IF NOT EXISTS ns_chunks (
+    ns BIGINT NOT NULL, chunk TEXT NOT NULL, PRIMARY KEY (ns, chunk));
+CREATE INDEX IF NOT EXISTS ns_chunks_chunk ON ns_chunks (chunk);
+"""
+
+Row = tuple[Any, ...]
+
+
+class Tx(Protocol):
+    """One open transaction. Every statement of a block shares it."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run one statement (``?`` placeholders) and return its rows (or [])."""
+        ...
+
+    def lock_namespace(self, ns: int) -> int | None:
+        """Lock the namespace against concurrent commits; its journal head, or None."""
+        ...
+
+    def notify(self, ns: int, seq: int) -> None:
+        """Announce, on commit, that ``ns`` advanced to ``seq`` (to other server nodes)."""
+        ...
+
+
+class Database(Protocol):
+    """A SQL engine: transactions on a connection of its own, run in a worker thread."""
+
+    url: str
+    max_threads: int
+    integrity_errors: tuple[type[BaseException], ...]
+
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """A read-write transaction; it commits on a clean exit, else rolls back."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def create_schema(db: Database, serial: str, blob: str, lock_sql: str | None = None) -> None:
+    """Create the tables if missing and check the schema version.
+
+    ``lock_sql`` runs first in the same transaction, to serialize nodes starting at once.
+    """
+    with db.transaction() as tx:
+        if lock_sql:
+            tx.execute(lock_sql)
+        for statement in statements(SCHEMA.format(serial=serial, blob=blob)):
+            tx.execute(statement)
+        rows = tx.execute("SELECT value FROM meta WHERE key = 'schema'")
+        if not rows:
+            tx.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif rows[0][0] != SCHEMA_VERSION:
+            raise StoreError(f"database schema {rows[0][0]} is not {SCHEMA_VERSION}")
+
+
+def statements(script: str) -> Iterator[str]:
+    for statement in script.split(";"):
+        if statement.strip():
+            yield statement.strip()

@@ -1,0 +1,83 @@
+"""Chunks as files in a local directory: ``ROOT/ab/cd/<id>``.
+
+Durability: a chunk is written to a temporary file in its final directory,
+fsync'd, renamed over its name, and the directory fsync'd. After a crash a reader
+sees either no chunk or the whole chunk, never a part; stray ``.tmp-*`` files are
+ignored (and removed by the next write of the same chunk).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import trio
+
+from backend import protocol as p
+from backend.errors import StoreError
+
+
+class DirectoryBlockStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = f"file://{root}"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create chunk directory {root}: {exc.strerror}") from None
+
+    def _path(self, cid: str) -> Path:
+        return self.root / cid[:2] / cid[2:4] / cid
+
+    def _put_sync(self, cid: str, sealed: bytes) -> None:
+        path = self._path(cid)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{cid}-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(sealed)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
+            raise StoreError(f"cannot store chunk: {reason}") from None
+
+    async def put(self, cid: str, sealed: bytes) -> None:
+        await trio.to_thread.run_sync(self._put_sync, cid, sealed)
+
+    def _get_sync(self, cid: str) -> bytes | None:
+        try:
+            return self._path(cid).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read chunk {cid}: {exc.strerror}") from None
+
+    async def get(self, cid: str) -> bytes | None:
+        return await trio.to_thread.run_sync(self._get_sync, cid)
+
+    async def has(self, cid: str) -> bool:
+        return await trio.to_thread.run_sync(self._path(cid).exists)
+
+    async def ids(self) -> AsyncIterator[str]:
+        def scan() -> list[str]:
+            return sorted(
+                path.name for path in self.root.glob("??/??/*") if p.is_chunk_id(path.name)
+            )
+
+        for cid in await trio.to_thread.run_sync(scan):
+            yield cid
+
+    async def close(self) -> None:
+        pass

@@ -1,0 +1,105 @@
+"""Opening the stores a server runs on, and running it under Hypercorn's trio worker."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+
+from backend.errors import BadRequest
+from backend.server.app import ServerState, create_app
+from backend.server.blocks import BlockStore, open_block_store
+from backend.server.database import Database
+from backend.server.metadata import MetadataStore
+from backend.server.notifier import Notifier, PostgresListener
+
+log = logging.getLogger("loft.server")
+
+
+def open_database(url: str | None, data_dir: Path) -> Database:
+    """``None`` → ``DATA/metadata.db``; ``sqlite:///PATH``; ``postgresql://...``."""
+    if url is None or url.startswith("sqlite:"):
+        from backend.server.sqlite_db import SQLiteDatabase
+
+        return SQLiteDatabase(data_dir / "metadata.db" if url is None else Path(urlsplit(url).path))
+    if url.startswith(("postgresql://", "postgres://")):
+        from backend.server.postgres_db import PostgresDatabase
+
+        return PostgresDatabase(url)
+    raise BadRequest(f"--metadata {url}: use sqlite:///PATH or postgresql://...")
+
+
+@contextmanager
+def open_metadata(url: str | None, data_dir: Path) -> Iterator[MetadataStore]:
+    store = MetadataStore(open_database(url, data_dir))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadRequest(f"--listen {listen}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+async def serve(
+    data_dir: Path,
+    listen: str,
+    metadata_url: str | None,
+    blocks_url: str | None,
+) -> None:
+    """Serve until SIGINT or SIGTERM; stores are opened first, so a bad URL fails fast."""
+    host, port = parse_listen(listen)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    blocks: BlockStore = await trio.to_thread.run_sync(open_block_store, blocks_url, data_dir)
+    database = await trio.to_thread.run_sync(open_database, metadata_url, data_dir)
+    metadata = MetadataStore(database)
+    notifier = Notifier()
+    app = create_app(ServerState(metadata, blocks, notifier))
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.keep_alive_timeout = 75
+    config.graceful_timeout = 2
+    try:
+        async with trio.open_nursery() as nursery:
+            if database.url.startswith(("postgresql://", "postgres://")):
+                nursery.start_soon(PostgresListener(database.url, notifier).run)
+            log.info(
+                "serving http://%s:%d (metadata %s, blocks %s)",
+                host,
+                port,
+                _safe(database.url),
+                blocks.url,
+            )
+            await hypercorn_serve(app, config, shutdown_trigger=_until_signalled)  # type: ignore[arg-type]
+            nursery.cancel_scope.cancel()
+    finally:
+        metadata.close()
+        await blocks.close()
+        log.info("server stopped")
+
+
+async def _until_signalled() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
+def _safe(url: str) -> str:
+    """A URL without its password, for logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}@{host}"
+    return url

@@ -1,0 +1,322 @@
+"""The metadata store: users, devices, namespaces, the tree, its journal and chunks.
+
+One class over either SQL engine (``Database``). Every method runs its transaction
+in a worker thread (``trio.to_thread.run_sync``), never on the event loop, and at
+most ``Database.max_threads`` of them at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+from backend import protocol as p
+from backend.errors import BadRequest, Exists, Forbidden, NotFound
+from backend.server.commit import (
+    ENTRY_COLUMNS,
+    VERSION_COLUMNS,
+    VISIBLE_CHUNK,
+    CommitContext,
+    apply_commit,
+    entry_from_row,
+    validate_ops,
+)
+from backend.server.database import Database, Tx
+
+T = TypeVar("T")
+
+WRITE_ROLES = ("owner", "editor")
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class MetadataStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._limiter = trio.CapacityLimiter(db.max_threads)
+
+    async def _run(self, fn: Callable[[Tx], T]) -> T:
+        def work() -> T:
+            with self.db.transaction() as tx:
+                return fn(tx)
+
+        return await trio.to_thread.run_sync(work, limiter=self._limiter)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- users and tokens ------------------------------------------------------------
+
+    def add_user_sync(self, name: str, pw_hash: str) -> int:
+        """Create a user with an empty root namespace. Blocking; for the CLI and tests."""
+        now = int(time.time())
+
+        def work(tx: Tx) -> int:
+            if tx.execute("SELECT 1 FROM users WHERE name = ?", (name,)):
+                raise Exists(f"user {name} already exists")
+            (user_id,) = tx.execute(
+                "INSERT INTO users (name, pw_hash, created) VALUES (?, ?, ?) RETURNING id",
+                (name, pw_hash, now),
+            )[0]
+            (ns,) = tx.execute(
+                "INSERT INTO namespaces (owner, seq, created) VALUES (?, 0, ?) RETURNING id",
+                (user_id, now),
+            )[0]
+            tx.execute("UPDATE users SET root_ns = ? WHERE id = ?", (ns, user_id))
+            tx.execute(
+                "INSERT INTO members (ns, user_id, role) VALUES (?, ?, 'owner')", (ns, user_id)
+            )
+            tx.execute(
+                "INSERT INTO entries (ns, id, parent, name, kind, rev, size, mode, mtime)"
+                " VALUES (?, ?, '', '', 'dir', 0, 0, ?, ?)",
+                (ns, p.ROOT_ID, 0o755, now * 1_000_000_000),
+            )
+            return int(user_id)
+
+        try:
+            with self.db.transaction() as tx:
+                return work(tx)
+        except self.db.integrity_errors:
+            raise Exists(f"user {name} already exists") from None
+
+    async def user_by_name(self, name: str) -> tuple[int, str, int] | None:
+        """``(user_id, pw_hash, root_ns)`` or None."""
+
+        def work(tx: Tx) -> tuple[int, str, int] | None:
+            rows = tx.execute("SELECT id, pw_hash, root_ns FROM users WHERE name = ?", (name,))
+            return (int(rows[0][0]), rows[0][1], int(rows[0][2])) if rows else None
+
+        return await self._run(work)
+
+    async def add_token(self, token: str, user_id: int, device: str, expires: int) -> None:
+        now = int(time.time())
+        await self._run(
+            lambda tx: tx.execute(
+                "INSERT INTO tokens (hash, user_id, device, created, expires)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (token_hash(token), user_id, device, now, expires),
+            )
+        )
+
+    async def resolve_token(self, token: str) -> tuple[int, str, str, int] | None:
+        """``(user_id, user_name, device, root_ns)`` for a live token, else None."""
+        now = int(time.time())
+
+        def work(tx: Tx) -> tuple[int, str, str, int] | None:
+            rows = tx.execute(
+                "SELECT u.id, u.name, t.device, u.root_ns FROM tokens t"
+                " JOIN users u ON u.id = t.user_id WHERE t.hash = ? AND t.expires > ?",
+                (token_hash(token), now),
+            )
+            if not rows:
+                return None
+            r = rows[0]
+            return int(r[0]), r[1], r[2], int(r[3])
+
+        return await self._run(work)
+
+    # --- namespaces ------------------------------------------------------------------
+
+    @staticmethod
+    def _role(tx: Tx, user_id: int, ns: int) -> str:
+        rows = tx.execute("SELECT role FROM members WHERE ns = ? AND user_id = ?", (ns, user_id))
+        if not rows:
+            # The same answer whether the namespace exists or not: no probing.
+            raise NotFound(f"no namespace {ns}")
+        return str(rows[0][0])
+
+    async def namespaces(self, user_id: int) -> list[dict[str, Any]]:
+        rows = await self._run(
+            lambda tx: tx.execute(
+                "SELECT m.ns, m.role, n.seq FROM members m JOIN namespaces n ON n.id = m.ns"
+                " WHERE m.user_id = ? ORDER BY m.ns",
+                (user_id,),
+            )
+        )
+        return [{"ns": int(r[0]), "role": r[1], "head": int(r[2])} for r in rows]
+
+    async def head(self, user_id: int, ns: int) -> int:
+        def work(tx: Tx) -> int:
+            self._role(tx, user_id, ns)
+            return int(tx.execute("SELECT seq FROM namespaces WHERE id = ?", (ns,))[0][0])
+
+        return await self._run(work)
+
+    async def commit(self, user_id: int, device: str, ns: int, ops: object) -> dict[str, Any]:
+        """Apply a batch atomically; a batch seen before answers its first result."""
+        checked = validate_ops(ops)
+        op_ids = [op["op_id"] for op in checked]
+
+        def work(tx: Tx) -> dict[str, Any]:
+            role = self._role(tx, user_id, ns)
+            if role not in WRITE_ROLES:
+                raise Forbidden("this folder is shared with you read-only")
+            head = tx.lock_namespace(ns)
+            assert head is not None  # a member row implies the namespace
+            marks = ",".join("?" * len(op_ids))
+            done = tx.execute(
+                f"SELECT op_id, seq, result FROM applied_ops WHERE ns = ? AND op_id IN ({marks})",
+                (ns, *op_ids),
+            )
+            if done:
+                if len(done) != len(op_ids):
+                    raise BadRequest("some operation ids of this commit were used before")
+                earlier = {r[0]: p.decode(bytes(r[2])) for r in done}
+                return {
+                    "seq": max(int(r[1]) for r in done),
+                    "head": head,
+                    "results": [earlier[i] for i in op_ids],
+                    "replayed": True,
+                }
+            ctx = CommitContext(tx, ns, user_id, device, int(time.time()), head)
+            results = apply_commit(ctx, checked)
+            for op_id, result in zip(op_ids, results, strict=True):
+                tx.execute(
+                    "INSERT INTO applied_ops (ns, op_id, seq, result) VALUES (?, ?, ?, ?)",
+                    (ns, op_id, ctx.seq, p.encode(result)),
+                )
+            tx.execute("UPDATE namespaces SET seq = ? WHERE id = ?", (ctx.seq, ns))
+            tx.notify(ns, ctx.seq)
+            return {"seq": ctx.seq, "head": ctx.seq, "results": results}
+
+        return await self._run(work)
+
+    async def changes(
+        self, user_id: int, ns: int, since: int, limit: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """The journal after ``since``: ``(head, [entry records with 'deleted'])``."""
+
+        def work(tx: Tx) -> tuple[int, list[dict[str, Any]]]:
+            self._role(tx, user_id, ns)
+            head = int(tx.execute("SELECT seq FROM namespaces WHERE id = ?", (ns,))[0][0])
+            rows = tx.execute(
+                f"SELECT {VERSION_COLUMNS} FROM versions WHERE ns = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (ns, since, limit),
+            )
+            return head, [entry_from_row(r) for r in rows]
+
+        return await self._run(work)
+
+    async def tree(self, user_id: int, ns: int, at: int | None) -> tuple[int, list[dict[str, Any]]]:
+        """Every live entry, now or as it was at journal sequence ``at``."""
+
+        def work(tx: Tx) -> tuple[int, list[dict[str, Any]]]:
+            self._role(tx, user_id, ns)
+            head = int(tx.execute("SELECT seq FROM namespaces WHERE id = ?", (ns,))[0][0])
+            if at is None or at >= head:
+                rows = tx.execute(
+                    f"SELECT {ENTRY_COLUMNS} FROM entries WHERE ns = ? ORDER BY parent, name",
+                    (ns,),
+                )
+                return head, [entry_from_row(r) for r in rows]
+            root = tx.execute(
+                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE ns = ? AND id = ?", (ns, p.ROOT_ID)
+            )
+            rows = tx.execute(
+                f"SELECT {VERSION_COLUMNS} FROM versions v WHERE v.ns = ? AND v.seq = ("
+                " SELECT MAX(w.seq) FROM versions w WHERE w.ns = v.ns AND w.id = v.id"
+                " AND w.seq <= ?) AND v.deleted = 0 ORDER BY v.parent, v.name",
+                (ns, at),
+            )
+            entries = [entry_from_row(root[0])] + [entry_from_row(r) for r in rows]
+            for entry in entries:
+                entry.pop("deleted", None)
+            return at, entries
+
+        return await self._run(work)
+
+    async def lookup(
+        self, user_id: int, ns: int, path: list[str], with_children: bool
+    ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+        """The live entry at ``path`` (and its children, for a directory)."""
+
+        def work(tx: Tx) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+            self._role(tx, user_id, ns)
+            ctx = CommitContext(tx, ns, user_id, "", 0, 0)
+            entry = ctx.entry(p.ROOT_ID)
+            assert entry is not None  # every namespace has its root
+            for depth, name in enumerate(path):
+                if entry["kind"] != "dir":
+                    raise NotFound(f"{p.join_path(path[:depth])}: not a directory")
+                found = ctx.child(entry["id"], name)
+                if found is None:
+                    raise NotFound(f"{p.join_path(path[: depth + 1])}: no such file or directory")
+                entry = found
+            children = (
+                ctx.children(entry["id"]) if with_children and entry["kind"] == "dir" else None
+            )
+            return entry, children
+
+        return await self._run(work)
+
+    async def versions(self, user_id: int, ns: int, entry_id: str) -> list[dict[str, Any]]:
+        """Every recorded version of one entry, oldest first, with its commit time."""
+
+        def work(tx: Tx) -> list[dict[str, Any]]:
+            self._role(tx, user_id, ns)
+            rows = tx.execute(
+                f"SELECT {VERSION_COLUMNS}, device, committed FROM versions"
+                " WHERE ns = ? AND id = ? ORDER BY seq",
+                (ns, entry_id),
+            )
+            out = []
+            for r in rows:
+                record = entry_from_row(r[:11])
+                record["device"], record["committed"] = r[11], int(r[12])
+                out.append(record)
+            return out
+
+        return await self._run(work)
+
+    # --- chunks ----------------------------------------------------------------------
+
+    async def missing_chunks(self, user_id: int, ids: list[str]) -> list[str]:
+        """The ids this user must upload: unknown, or not yet proven theirs to read."""
+        unique = sorted(set(ids))
+
+        def work(tx: Tx) -> list[str]:
+            present: set[str] = set()
+            for start in range(0, len(unique), 500):
+                batch = unique[start : start + 500]
+                marks = ",".join("?" * len(batch))
+                rows = tx.execute(
+                    f"SELECT c.id FROM chunks c WHERE c.id IN ({marks}) AND {VISIBLE_CHUNK}",
+                    (*batch, user_id, user_id),
+                )
+                present.update(r[0] for r in rows)
+            return [cid for cid in ids if cid not in present]
+
+        return await self._run(work)
+
+    async def chunk_visible(self, user_id: int, cid: str) -> bool:
+        rows = await self._run(
+            lambda tx: tx.execute(
+                f"SELECT 1 FROM chunks c WHERE c.id = ? AND {VISIBLE_CHUNK}",
+                (cid, user_id, user_id),
+            )
+        )
+        return bool(rows)
+
+    async def add_chunk(self, user_id: int, cid: str, size: int, stored: int) -> None:
+        """Record a chunk the block store now holds durably, and grant it to its uploader."""
+        now = int(time.time())
+
+        def work(tx: Tx) -> None:
+            tx.execute(
+                "INSERT INTO chunks (id, size, stored, created) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (cid, size, stored, now),
+            )
+            tx.execute(
+                "INSERT INTO chunk_grants (user_id, chunk) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (user_id, cid),
+            )
+
+        await self._run(work)

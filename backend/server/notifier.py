@@ -1,0 +1,71 @@
+"""Waking long-polls when a namespace advances.
+
+``Notifier`` is the in-process part: a long-poll takes the namespace's event *before*
+it reads the journal head, then waits on it, so a commit landing between the read and
+the wait still wakes it. ``PostgresListener`` feeds it commits made on other server
+nodes: it LISTENs on the channel that every commit ``pg_notify``s inside its
+transaction, so a node hears of a commit exactly when it becomes visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import psycopg
+import trio
+
+from backend.server.postgres_db import NOTIFY_CHANNEL
+
+log = logging.getLogger("loft.server")
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._events: dict[int, trio.Event] = {}
+
+    def event(self, ns: int) -> trio.Event:
+        """The event the next advance of ``ns`` sets; take it before reading the head."""
+        event = self._events.get(ns)
+        if event is None:
+            event = self._events[ns] = trio.Event()
+        return event
+
+    def advanced(self, ns: int) -> None:
+        event = self._events.pop(ns, None)
+        if event is not None:
+            event.set()
+
+
+class PostgresListener:
+    """Relays ``pg_notify`` from every node into a ``Notifier``; run it in a nursery."""
+
+    def __init__(self, url: str, notifier: Notifier) -> None:
+        self.url = url
+        self.notifier = notifier
+
+    async def run(self) -> None:
+        stop = threading.Event()
+        try:
+            await trio.to_thread.run_sync(self._listen, stop, abandon_on_cancel=True)
+        finally:
+            stop.set()
+
+    def _listen(self, stop: threading.Event) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    delay = 0.5
+                    while not stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            ns, _, _seq = note.payload.partition(":")
+                            trio.from_thread.run_sync(self.notifier.advanced, int(ns))
+            except (psycopg.Error, OSError) as exc:
+                log.warning("change listener lost PostgreSQL (%s); retrying", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except trio.RunFinishedError:
+                return

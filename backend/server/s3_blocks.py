@@ -1,0 +1,118 @@
+"""Chunks as objects in an S3-compatible store: ``s3://BUCKET/chunks/ab/<id>``.
+
+Credentials and region come from the usual ``AWS_*`` variables. The bucket is
+created if missing. A PUT is durable, and atomic, once S3 acknowledges it: a reader
+sees the whole object or none.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import trio
+
+from backend.errors import StoreError
+
+_PREFIX = "chunks/"
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+class S3BlockStore:
+    def __init__(self, bucket: str, endpoint: str | None, region: str | None) -> None:
+        self.bucket = bucket
+        self.url = f"s3://{bucket}" + (f"?endpoint={endpoint}" if endpoint else "")
+        config = botocore.config.Config(
+            retries={"max_attempts": 4, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+            max_pool_connections=32,
+            s3={"addressing_style": "path"},
+        )
+        self._s3: Any = boto3.client(
+            "s3", endpoint_url=endpoint, region_name=region or "us-east-1", config=config
+        )
+        self._ensure_bucket()
+
+    def _ensure_bucket(self) -> None:
+        try:
+            self._s3.head_bucket(Bucket=self.bucket)
+            return
+        except botocore.exceptions.ClientError:
+            pass
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise StoreError(f"object store unreachable: {_reason(exc)}") from None
+        try:
+            self._s3.create_bucket(Bucket=self.bucket)
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise StoreError(f"cannot create bucket {self.bucket}: {_reason(exc)}") from None
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise StoreError(f"object store unreachable: {_reason(exc)}") from None
+
+    def _key(self, cid: str) -> str:
+        return f"{_PREFIX}{cid[:2]}/{cid}"
+
+    async def put(self, cid: str, sealed: bytes) -> None:
+        def work() -> None:
+            self._s3.put_object(Bucket=self.bucket, Key=self._key(cid), Body=sealed)
+
+        await self._call(work, f"store chunk {cid}")
+
+    async def get(self, cid: str) -> bytes | None:
+        def work() -> bytes | None:
+            try:
+                answer = self._s3.get_object(Bucket=self.bucket, Key=self._key(cid))
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+            return bytes(answer["Body"].read())
+
+        return await self._call(work, f"read chunk {cid}")
+
+    async def has(self, cid: str) -> bool:
+        def work() -> bool:
+            try:
+                self._s3.head_object(Bucket=self.bucket, Key=self._key(cid))
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                    return False
+                raise
+            return True
+
+        return await self._call(work, f"look up chunk {cid}")
+
+    async def ids(self) -> AsyncIterator[str]:
+        def page(token: str | None) -> tuple[list[str], str | None]:
+            args = {"Bucket": self.bucket, "Prefix": _PREFIX}
+            if token:
+                args["ContinuationToken"] = token
+            answer = self._s3.list_objects_v2(**args)
+            keys = [obj["Key"].rsplit("/", 1)[-1] for obj in answer.get("Contents", [])]
+            return keys, answer.get("NextContinuationToken")
+
+        token: str | None = None
+        while True:
+            keys, token = await self._call(functools.partial(page, token), "list chunks")
+            for key in keys:
+                yield key
+            if not token:
+                return
+
+    async def _call(self, fn: Any, what: str) -> Any:
+        try:
+            return await trio.to_thread.run_sync(fn)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise StoreError(f"cannot {what}: {_reason(exc)}") from None
+
+    async def close(self) -> None:
+        self._s3.close()

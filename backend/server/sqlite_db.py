@@ -1,0 +1,77 @@
+"""The embedded metadata database: one SQLite file in the server's data directory.
+
+WAL mode with ``synchronous=FULL``: a transaction is durable once ``COMMIT``
+returns (the WAL is fsync'd), and a crash before that leaves no trace of it.
+Write transactions begin ``IMMEDIATE``, so commits are serialized and a
+compare-and-swap read inside one cannot go stale before it writes. Other processes
+(``loft user add`` while the server runs) wait on the lock up to ``busy_timeout``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from backend.errors import StoreError
+from backend.server.database import Row, create_schema
+
+
+class _SQLiteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def lock_namespace(self, ns: int) -> int | None:
+        # BEGIN IMMEDIATE already holds the database's write lock.
+        rows = self.execute("SELECT seq FROM namespaces WHERE id = ?", (ns,))
+        return int(rows[0][0]) if rows else None
+
+    def notify(self, ns: int, seq: int) -> None:
+        """One process serves a SQLite store; the in-process notifier suffices."""
+
+
+class SQLiteDatabase:
+    max_threads = 1
+    integrity_errors: tuple[type[BaseException], ...] = (sqlite3.IntegrityError,)
+
+    def __init__(self, path: Path) -> None:
+        self.url = f"sqlite:{path}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open metadata database {path}: {exc}") from None
+        self._lock = threading.Lock()
+        create_schema(self, serial="INTEGER PRIMARY KEY", blob="BLOB")
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SQLiteTx]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"metadata database unavailable: {exc}") from None
+            try:
+                yield _SQLiteTx(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK")
+                raise StoreError(f"metadata commit failed: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

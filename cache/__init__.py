@@ -1,0 +1,1 @@
+"""The device-side LMDB cache: tree replica, chunk cache, write journal."""

@@ -1,0 +1,1 @@
+"""The `loft` command line, benchmarks and developer scripts."""

@@ -1,0 +1,1 @@
+"""Benchmarks: Loft measured beside a baseline taken in the same run."""

@@ -1,0 +1,358 @@
+"""The ``loft`` command line.
+
+Every failure the user can cause or meet (a wrong password, a server that is down,
+a missing path) is a ``LoftError``: it is printed here, as one line on stderr, and
+the command exits 1. A traceback is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import socket
+import stat
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+from tqdm import tqdm
+
+from backend.client import Client
+from backend.errors import LocalError, LoftError
+from tools.home import Device, home_dir, load_device, save_device
+from tools.workspace import RemoteWorkspace
+
+log = logging.getLogger("loft")
+
+DEFAULT_LISTEN = "127.0.0.1:8470"
+
+
+def _password(prompt: str = "Password: ", confirm: bool = False) -> str:
+    value = os.environ.get("LOFT_PASSWORD")
+    if value is not None:
+        return value
+    if not sys.stdin.isatty():
+        raise LocalError("no password: set LOFT_PASSWORD or run on a terminal")
+    value = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat password: ") != value:
+        raise LocalError("the passwords do not match")
+    return value
+
+
+def _progress_bar(description: str) -> tqdm:
+    return tqdm(
+        total=0,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=description,
+        disable=not sys.stderr.isatty(),
+        leave=False,
+    )
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+# --- server-side commands ----------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from backend.server.main import serve
+
+    trio.run(serve, Path(args.data), args.listen, args.metadata, args.blocks)
+
+
+def cmd_user_add(args: argparse.Namespace) -> None:
+    from backend.protocol import validate_name
+    from backend.server.auth import hash_password
+    from backend.server.main import open_metadata
+
+    validate_name(args.name)
+    password = _password(confirm=True)
+    if len(password) < 8:
+        raise LocalError("a password needs at least 8 characters")
+    with open_metadata(args.metadata, Path(args.data)) as metadata:
+        metadata.add_user_sync(args.name, hash_password(password))
+    print(f"user {args.name} added")
+
+
+def cmd_fsck(args: argparse.Namespace) -> None:
+    from backend.server.blocks import open_block_store
+    from backend.server.fsck import check
+    from backend.server.main import open_metadata
+
+    async def run() -> bool:
+        blocks = open_block_store(args.blocks, Path(args.data))
+        try:
+            with open_metadata(args.metadata, Path(args.data)) as metadata:
+                report = await check(metadata, blocks)
+        finally:
+            await blocks.close()
+        for problem in report.problems:
+            print(f"problem: {problem}")
+        verdict = "clean" if report.clean else f"{len(report.problems)} problem(s)"
+        print(
+            f"checked {report.namespaces} namespace(s), {report.versions} journal record(s),"
+            f" {report.entries} entries, {report.chunks} chunk(s): {verdict}"
+        )
+        return report.clean
+
+    if not trio.run(run):
+        sys.exit(1)
+
+
+# --- device commands ---------------------------------------------------------------
+
+
+def cmd_login(args: argparse.Namespace) -> None:
+    url = args.url.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        url = "http://" + url
+    device_name = args.device or socket.gethostname()
+    password = _password()
+
+    async def run() -> dict[str, Any]:
+        async with Client(url, attempts=2) as client:
+            answer: dict[str, Any] = await client.login(args.user, password, device_name)
+            return answer
+
+    answer = trio.run(run)
+    home = home_dir(args.home)
+    save_device(
+        home,
+        Device(
+            url, answer["user"], device_name, answer["token"], answer["root_ns"], answer["expires"]
+        ),
+    )
+    print(f"logged in to {url} as {answer['user']} (device {device_name}, home {home})")
+
+
+def _with_workspace(
+    args: argparse.Namespace, body: Callable[[RemoteWorkspace], Awaitable[None]]
+) -> None:
+    device = load_device(home_dir(args.home))
+
+    async def run() -> None:
+        async with Client(device.server, device.token) as client:
+            await body(RemoteWorkspace(client, device.root_ns))
+
+    trio.run(run)
+
+
+def cmd_ls(args: argparse.Namespace) -> None:
+    async def body(ws: RemoteWorkspace) -> None:
+        entry, children = await ws.listing(args.path)
+        for child in children if entry["kind"] == "dir" else [entry]:
+            name = child["name"] + ("/" if child["kind"] == "dir" else "")
+            if child["kind"] == "symlink":
+                name += f" -> {child['target']}"
+            if args.long:
+                kind = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}.get(
+                    child["kind"], stat.S_IFREG
+                )
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(child["mtime"] / 1e9))
+                print(f"{stat.filemode(kind | child['mode'])} {child['size']:>12} {when} {name}")
+            else:
+                print(name)
+
+    _with_workspace(args, body)
+
+
+def cmd_put(args: argparse.Namespace) -> None:
+    local = Path(args.local)
+
+    async def body(ws: RemoteWorkspace) -> None:
+        with _progress_bar(f"put {local.name}") as bar:
+
+            def total(n: int) -> None:
+                bar.total = n
+                bar.refresh()
+
+            result = await ws.put(local, args.remote, bar.update, on_total=total)
+        size = local.stat().st_size
+        print(
+            f"{args.remote}: {_human(size)} committed at revision {result['seq']}"
+            f" ({_human(result['sent'])} uploaded)"
+        )
+
+    _with_workspace(args, body)
+
+
+def cmd_get(args: argparse.Namespace) -> None:
+    async def body(ws: RemoteWorkspace) -> None:
+        with _progress_bar(f"get {args.remote}") as bar:
+            entry = await ws.get(args.remote, Path(args.local), _totalled(bar))
+        print(f"{args.local}: {_human(entry['size'])} from revision {entry['rev']}")
+
+    _with_workspace(args, body)
+
+
+def _totalled(bar: tqdm) -> Callable[[int], None]:
+    def update(n: int) -> None:
+        bar.total = max(bar.total or 0, bar.n + n)
+        bar.update(n)
+
+    return update
+
+
+def cmd_mkdir(args: argparse.Namespace) -> None:
+    _with_workspace(args, lambda ws: ws.mkdir(args.path, args.parents))
+
+
+def cmd_mv(args: argparse.Namespace) -> None:
+    _with_workspace(args, lambda ws: ws.move(args.src, args.dst))
+
+
+def cmd_rm(args: argparse.Namespace) -> None:
+    _with_workspace(args, lambda ws: ws.remove(args.path, args.recursive))
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    home = home_dir(args.home)
+    device = load_device(home)
+    print(f"home:    {home}")
+    print(f"server:  {device.server}")
+    print(f"user:    {device.user} (device {device.device})")
+
+    async def run() -> None:
+        async with Client(device.server, device.token, attempts=1, timeout=5) as client:
+            try:
+                who = await client.whoami()
+            except LoftError as err:
+                print(f"state:   offline ({err})")
+                return
+            heads = ", ".join(f"ns {n['ns']} at {n['head']}" for n in who["namespaces"])
+            print(f"state:   connected ({heads})")
+
+    trio.run(run)
+
+
+# --- argument parsing --------------------------------------------------------------
+
+
+def _server_store_args(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--data", required=True, help="the server's data directory")
+    sub.add_argument("--metadata", help="sqlite:///PATH or postgresql://... (default: DATA)")
+    sub.add_argument("--blocks", help="file:///DIR or s3://BUCKET?endpoint=URL (default: DATA)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loft",
+        description="Loft: your files on every device, mounted as a real directory.",
+    )
+    parser.add_argument(
+        "--home", help="this device's state directory (env LOFT_HOME, default ~/.loft)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        name: str, fn: Callable[[argparse.Namespace], None], help: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(fn=fn)
+        return sub
+
+    sub = command("serve", cmd_serve, "run the server")
+    _server_store_args(sub)
+    sub.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})"
+    )
+
+    user = command("user", lambda a: None, "manage accounts on the server's store")
+    user_commands = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    sub = user_commands.add_parser(
+        "add", help="add an account (password from LOFT_PASSWORD or a prompt)"
+    )
+    sub.set_defaults(fn=cmd_user_add)
+    sub.add_argument("name")
+    _server_store_args(sub)
+
+    sub = command("fsck", cmd_fsck, "check the server's stores for consistency")
+    _server_store_args(sub)
+
+    sub = command(
+        "login", cmd_login, "log this device in (password from LOFT_PASSWORD or a prompt)"
+    )
+    sub.add_argument("url", help="the server, e.g. http://127.0.0.1:8470")
+    sub.add_argument("--user", required=True)
+    sub.add_argument("--device", help="this device's name (default: the host name)")
+
+    sub = command("ls", cmd_ls, "list a remote directory")
+    sub.add_argument("path", nargs="?", default="/")
+    sub.add_argument("-l", "--long", action="store_true", help="mode, size and time")
+
+    sub = command("put", cmd_put, "upload a local file (only the chunks the server lacks)")
+    sub.add_argument("local")
+    sub.add_argument("remote", help="remote path, or an existing remote directory")
+
+    sub = command("get", cmd_get, "download a remote file")
+    sub.add_argument("remote")
+    sub.add_argument("local", help="local path, or an existing local directory")
+
+    sub = command("mkdir", cmd_mkdir, "create a remote directory")
+    sub.add_argument("path")
+    sub.add_argument("-p", "--parents", action="store_true", help="create missing parents too")
+
+    sub = command("mv", cmd_mv, "move or rename a remote file or directory")
+    sub.add_argument("src")
+    sub.add_argument("dst")
+
+    sub = command("rm", cmd_rm, "remove a remote file or directory")
+    sub.add_argument("path")
+    sub.add_argument(
+        "-r", "--recursive", action="store_true", help="remove a directory and all it holds"
+    )
+
+    command("status", cmd_status, "show this device's sync state")
+    return parser
+
+
+def _loft_error(exc: BaseException) -> LoftError | None:
+    """The first ``LoftError`` in ``exc``, looking inside exception groups."""
+    if isinstance(exc, LoftError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _loft_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        args.fn(args)
+    except KeyboardInterrupt:
+        print("loft: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        err = _loft_error(exc)
+        if err is None:
+            raise
+        print(f"loft: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
