@@ -1,0 +1,131 @@
+"""Put and get of a large file, beside raw loopback HTTP of the same bytes.
+
+    python -m tools.bench.transfer [--size-mib 1024] [--dir DIR]
+
+Runs, in one go and on this machine: (1) the baseline, ``tools.bench.rawhttp``,
+sending and fetching the same number of bytes in 1 MiB requests over 6 connections
+(Loft's mean chunk size and parallelism); (2) ``loft put`` of a random file to a
+fresh embedded-default server, (3) ``loft put`` of the same content again (dedup:
+nothing to send), (4) ``loft get`` of it. Prints MB/s (10^6 bytes per second) and the
+ratio to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+from tools.localserver import LocalServer, Stores, free_port, loft
+
+MiB = 1024 * 1024
+
+
+def write_random(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            piece = min(left, 16 * MiB)
+            f.write(os.urandom(piece))
+            left -= piece
+
+
+async def raw_http(url: str, size: int, workers: int = 6) -> tuple[float, float]:
+    """Seconds to PUT, then GET, ``size`` bytes in 1 MiB requests."""
+    body = os.urandom(MiB)
+    count = size // MiB
+
+    async def run(method: str) -> float:
+        jobs = iter(range(count))
+        async with httpx.AsyncClient(timeout=60) as client:
+
+            async def worker() -> None:
+                for i in jobs:
+                    if method == "PUT":
+                        (await client.put(f"{url}/blob/{i}", content=body)).raise_for_status()
+                    else:
+                        answer = await client.get(f"{url}/blob/{i}?size={MiB}")
+                        answer.raise_for_status()
+
+            start = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for _ in range(workers):
+                    nursery.start_soon(worker)
+            return time.perf_counter() - start
+
+    return await run("PUT"), await run("GET")
+
+
+def timed(*args: str, home: Path) -> float:
+    start = time.perf_counter()
+    result = loft(*args, home=home)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"loft {' '.join(args)} failed: {result.stderr.strip()}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--dir", help="work directory (default: a temp dir)")
+    args = parser.parse_args()
+    size = args.size_mib * MiB
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        work = Path(tmp)
+        src = work / "payload.bin"
+        write_random(src, size)
+
+        port = free_port()
+        raw = subprocess.Popen([sys.executable, "-m", "tools.bench.rawhttp", str(port)])
+        try:
+            for _ in range(100):
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            raw_put, raw_get = trio.run(raw_http, f"http://127.0.0.1:{port}", size)
+        finally:
+            raw.terminate()
+            raw.wait()
+
+        server = LocalServer(Stores(work / "server"))
+        server.start()
+        try:
+            server.add_user("bench")
+            home = work / "home"
+            server.login("bench", home)
+            put = timed("put", str(src), "/payload.bin", home=home)
+            again = timed("put", str(src), "/copy.bin", home=home)
+            get = timed("get", "/payload.bin", str(work / "back.bin"), home=home)
+        finally:
+            server.stop()
+        if (work / "back.bin").read_bytes() != src.read_bytes():
+            sys.exit("get returned different bytes")
+
+    def rate(seconds: float) -> float:
+        return size / seconds / 1e6
+
+    print(f"transfer of {args.size_mib} MiB over loopback ({os.cpu_count()} cores)")
+    print(f"{'case':<34}{'seconds':>9}{'MB/s':>9}{'vs raw':>9}")
+    rows = [
+        ("raw HTTP PUT (baseline)", raw_put, raw_put),
+        ("loft put (new content)", put, raw_put),
+        ("loft put (same content again)", again, raw_put),
+        ("raw HTTP GET (baseline)", raw_get, raw_get),
+        ("loft get", get, raw_get),
+    ]
+    for name, seconds, base in rows:
+        print(f"{name:<34}{seconds:>9.2f}{rate(seconds):>9.0f}{base / seconds:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()
