@@ -32,7 +32,7 @@ class Client:
         url: str,
         token: str | None = None,
         *,
-        attempts: int = 6,
+        attempts: int = 5,
         backoff: float = 0.2,
         timeout: float = 30.0,
         connections: int = 16,
@@ -74,6 +74,7 @@ class Client:
         if timeout is not None:
             extra["timeout"] = httpx.Timeout(timeout, connect=5.0)
         failure = ""
+        last: httpx.Response | None = None
         for attempt in range(self.attempts):
             if attempt:
                 delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random())
@@ -87,11 +88,13 @@ class Client:
                 failure = str(exc) or type(exc).__name__
                 continue
             if response.status_code in _RETRY_STATUS:
-                failure = f"HTTP {response.status_code}"
+                failure, last = f"HTTP {response.status_code}", response
                 continue
             if response.status_code >= 400:
                 raise _error(response)
             return response
+        if last is not None and last.headers.get("content-type") == p.CBOR:
+            raise _error(last)  # the server's own words, e.g. its disk is full
         raise ServerUnavailable(f"cannot reach the server at {self.url}: {failure}")
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:

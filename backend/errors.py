@@ -115,6 +115,7 @@ _BY_CODE: dict[str, type[LoftError]] = {
         TooLarge,
         StoreError,
         ServerUnavailable,
+        LocalError,
     )
 }
 

@@ -69,6 +69,7 @@ async def serve(
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # through our logging setup
     config.keep_alive_timeout = 75
     config.graceful_timeout = 2
     try:

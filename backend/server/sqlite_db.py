@@ -63,6 +63,12 @@ class SQLiteDatabase:
                 raise StoreError(f"metadata database unavailable: {exc}") from None
             try:
                 yield _SQLiteTx(self._conn)
+            except sqlite3.IntegrityError:
+                self._conn.execute("ROLLBACK")
+                raise
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK")
+                raise StoreError(f"metadata database failed: {exc}") from None
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
