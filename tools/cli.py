@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    # boto's INFO chatter ("Found credentials in environment variables") would make a
+    # failed `loft serve` print more than its one error line.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     try:
         args.fn(args)
     except KeyboardInterrupt:

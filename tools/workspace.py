@@ -99,6 +99,10 @@ class RemoteWorkspace:
         if target is not None and target["kind"] == "dir" and entry["kind"] != "dir":
             dst = dst.rstrip("/") + "/" + entry["name"]
             target = await self.entry(dst)
+        elif dst.endswith("/") and entry["kind"] != "dir":
+            # A trailing '/' names a directory; only a directory may take that name
+            # (as rename(2) answers ENOTDIR), never a file renamed to "dst".
+            raise NotFound(f"{dst}: no such directory")
         parent, name = await self._parent_and_name(dst)
         op = _op("rename", entry=entry["id"], base=entry["rev"], parent=parent["id"], name=name)
         if target is not None and target["id"] != entry["id"]:
@@ -118,6 +122,8 @@ class RemoteWorkspace:
         if target is not None and target["kind"] == "dir":
             remote = remote.rstrip("/") + "/" + local.name
             target = await self.entry(remote)
+        elif remote.endswith("/"):
+            raise NotFound(f"{remote}: no such directory")
         if target is not None and target["kind"] != "file":
             raise Exists(f"{remote} exists and is not a file")
         parent, name = await self._parent_and_name(remote)

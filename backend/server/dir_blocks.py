@@ -2,12 +2,13 @@
 
 Durability: a chunk is written to a temporary file in its final directory,
 fsync'd, renamed over its name, and the directory fsync'd. After a crash a reader
-sees either no chunk or the whole chunk, never a part; stray ``.tmp-*`` files are
-ignored (and removed by the next write of the same chunk).
+sees either no chunk or the whole chunk, never a part. A ``.tmp-*`` file left by a
+crash mid-write is never read: neither ``get`` nor ``ids`` looks at those names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import AsyncIterator
@@ -33,11 +34,11 @@ class DirectoryBlockStore:
 
     def _put_sync(self, cid: str, sealed: bytes) -> None:
         path = self._path(cid)
-        if path.exists():
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".tmp-{cid}-{os.getpid()}-{os.urandom(4).hex()}")
         try:
+            if path.exists():
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 f.write(sealed)
                 f.flush()
@@ -49,7 +50,8 @@ class DirectoryBlockStore:
             finally:
                 os.close(dir_fd)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # e.g. its directory could not be made
+                tmp.unlink(missing_ok=True)
             reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             raise StoreError(f"cannot store chunk: {reason}") from None
 

@@ -13,7 +13,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
-from backend.errors import BadRequest
+from backend.errors import BadRequest, LocalError
 from backend.server.app import ServerState, create_app
 from backend.server.blocks import BlockStore, open_block_store
 from backend.server.database import Database
@@ -52,6 +52,22 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def check_bind(config: Config, listen: str) -> None:
+    """Fail fast, as one line, if ``listen`` cannot be bound (in use, not a local address).
+
+    Hypercorn binds inside its worker, where an ``OSError`` surfaces as a traceback
+    wrapped in exception groups; so bind once here, before any store is opened, and
+    close again. Hypercorn's own bind a moment later sets ``SO_REUSEADDR`` and takes
+    the address back.
+    """
+    try:
+        sockets = config.create_sockets()
+    except OSError as exc:
+        raise LocalError(f"--listen {listen}: cannot listen there: {exc.strerror or exc}") from None
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets):
+        sock.close()
+
+
 async def serve(
     data_dir: Path,
     listen: str,
@@ -60,18 +76,19 @@ async def serve(
 ) -> None:
     """Serve until SIGINT or SIGTERM; stores are opened first, so a bad URL fails fast."""
     host, port = parse_listen(listen)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    blocks: BlockStore = await trio.to_thread.run_sync(open_block_store, blocks_url, data_dir)
-    database = await trio.to_thread.run_sync(open_database, metadata_url, data_dir)
-    metadata = MetadataStore(database)
-    notifier = Notifier()
-    app = create_app(ServerState(metadata, blocks, notifier))
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # through our logging setup
     config.keep_alive_timeout = 75
     config.graceful_timeout = 2
+    check_bind(config, listen)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    blocks: BlockStore = await trio.to_thread.run_sync(open_block_store, blocks_url, data_dir)
+    database = await trio.to_thread.run_sync(open_database, metadata_url, data_dir)
+    metadata = MetadataStore(database)
+    notifier = Notifier()
+    app = create_app(ServerState(metadata, blocks, notifier))
     try:
         async with trio.open_nursery() as nursery:
             if database.url.startswith(("postgresql://", "postgres://")):

@@ -20,8 +20,12 @@ _BLOB = bytes(range(256)) * (16 * 1024)  # 4 MiB
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
     if scope["method"] == "PUT":
         more = True
         while more:

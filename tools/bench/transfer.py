@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from tools.localserver import LocalServer, Stores, free_port, loft
+from tools.localserver import ROOT, LocalServer, Stores, free_port, loft_argv, loft_env
 
 MiB = 1024 * 1024
 
@@ -63,13 +63,22 @@ async def raw_http(url: str, size: int, workers: int = 6) -> tuple[float, float]
     return await run("PUT"), await run("GET")
 
 
-def timed(*args: str, home: Path) -> float:
+def timed(*args: str, home: Path) -> tuple[float, int]:
+    """Seconds and peak RSS (bytes) of one ``loft`` command."""
     start = time.perf_counter()
-    result = loft(*args, home=home)
+    proc = subprocess.Popen(
+        loft_argv(*args),
+        env=loft_env(home),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"loft {' '.join(args)} failed: {result.stderr.strip()}")
-    return elapsed
+    if os.waitstatus_to_exitcode(status) != 0:
+        error = proc.stderr.read().decode() if proc.stderr else ""
+        sys.exit(f"loft {' '.join(args)} failed: {error.strip()}")
+    return elapsed, usage.ru_maxrss * 1024
 
 
 def main() -> None:
@@ -103,12 +112,12 @@ def main() -> None:
             server.add_user("bench")
             home = work / "home"
             server.login("bench", home)
-            put = timed("put", str(src), "/payload.bin", home=home)
-            again = timed("put", str(src), "/copy.bin", home=home)
-            get = timed("get", "/payload.bin", str(work / "back.bin"), home=home)
+            put, put_rss = timed("put", str(src), "/payload.bin", home=home)
+            again, _ = timed("put", str(src), "/copy.bin", home=home)
+            get, get_rss = timed("get", "/payload.bin", str(work / "back.bin"), home=home)
         finally:
             server.stop()
-        if (work / "back.bin").read_bytes() != src.read_bytes():
+        if subprocess.run(["cmp", "-s", str(src), str(work / "back.bin")]).returncode:
             sys.exit("get returned different bytes")
 
     def rate(seconds: float) -> float:
@@ -125,6 +134,7 @@ def main() -> None:
     ]
     for name, seconds, base in rows:
         print(f"{name:<34}{seconds:>9.2f}{rate(seconds):>9.0f}{base / seconds:>9.2f}")
+    print(f"peak RSS of loft put: {put_rss / MiB:.0f} MiB, of loft get: {get_rss / MiB:.0f} MiB")
 
 
 if __name__ == "__main__":
