@@ -8,7 +8,8 @@ POST /v1/login {user, password, device,     {token, user, root_ns, expires}
      [ttl]}
 GET  /v1/whoami                             {user, device, root_ns, namespaces}
 POST /v1/chunks/missing {ids}               {missing}: ids this user must upload
-PUT  /v1/chunks/{id}  (raw body)            {stored}; 422 if the body's hash is not id
+PUT  /v1/chunks/{id}  (raw body)            {stored}: new to this user; 422 if the body's
+                                            hash is not id
 GET  /v1/chunks/{id}                        raw content; 404 unless visible to the user
 POST /v1/ns/{ns}/commit {ops}               {seq, head, results}; 409 with the current
                                             entry on a stale base; 412 {missing}
@@ -20,13 +21,15 @@ GET  /v1/ns/{ns}/entries/{id}/versions      {versions}
 
 Every failure is answered in one place, ``_answer_errors``: a ``LoftError`` becomes its
 status with a CBOR ``{error, message, detail}`` body; anything else is logged with
-its traceback and answered 500, and the server keeps serving.
+its traceback and answered 500, and the server keeps serving. Before any answer, what
+the handler left unread of the request body is read and dropped (``_discard_body``).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -85,16 +88,44 @@ def _answer_errors(fn: Handler) -> Handler:
     @functools.wraps(fn)
     async def wrapper(request: Request) -> Response:
         try:
-            return await fn(request)
+            response = await fn(request)
         except LoftError as err:
             if err.status >= 500:
                 log.error("%s %s: %s", request.method, request.url.path, err.message)
-            return cbor(err.to_wire(), err.status)
+            response = cbor(err.to_wire(), err.status)
         except Exception:
             log.exception("%s %s failed", request.method, request.url.path)
-            return cbor({"error": "internal", "message": "internal server error"}, 500)
+            response = cbor({"error": "internal", "message": "internal server error"}, 500)
+        await _discard_body(request)
+        return response
 
     return wrapper
+
+
+_BODY_DONE = "loft.body_done"
+_DISCARD_BYTES = 128 * 1024 * 1024
+_DISCARD_SECONDS = 30.0
+
+
+async def _discard_body(request: Request) -> None:
+    """Read and drop what is left of the request body before answering.
+
+    A request refused early (no token, bad chunk id, over the size limit) leaves its
+    body unread. Hypercorn (HTTP/1.1) then stops reading the socket once a few body
+    messages wait for the app, and queues ``http.disconnect`` behind them when the
+    answer is done: the connection deadlocks, and a client still writing its body
+    never reads the answer (httpx sends the whole body first). Draining, up to a
+    bound, lets the answer through and leaves the connection reusable.
+    """
+    if request.scope.get(_BODY_DONE):
+        return
+    drained = 0
+    with trio.move_on_after(_DISCARD_SECONDS):
+        while drained <= _DISCARD_BYTES:
+            message = await request.receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+            drained += len(message.get("body", b""))
 
 
 def _authenticated(fn: Callable[[Request, Caller], Awaitable[Response]]) -> Handler:
@@ -127,6 +158,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise TooLarge(f"request body over {limit} bytes")
         parts.append(piece)
+    request.scope[_BODY_DONE] = True
     return b"".join(parts)
 
 
@@ -145,6 +177,8 @@ def _int_param(request: Request, name: str, default: int | None) -> int | None:
         raise BadRequest(f"query parameter {name!r} must be an integer") from None
     if value < 0:
         raise BadRequest(f"query parameter {name!r} must not be negative")
+    if value >= 1 << 63:
+        raise BadRequest(f"query parameter {name!r} is out of range")
     return value
 
 
@@ -186,7 +220,9 @@ async def login(request: Request) -> Response:
         log.info("login refused for %r", user)
         raise Unauthorized("wrong user name or password")
     token = new_token()
-    expires = int(time.time()) + ttl
+    # Rounded up: the token lives at least ``ttl`` seconds (it is valid while the
+    # whole current second is below ``expires``).
+    expires = math.ceil(time.time()) + ttl
     await state.metadata.add_token(token, found[0], device, expires)
     log.info("login: %s on device %s", user, device)
     return cbor({"token": token, "user": user, "root_ns": found[2], "expires": expires})
@@ -221,6 +257,10 @@ async def put_chunk(request: Request, caller: Caller) -> Response:
     if p.chunk_id(data) != cid:
         raise HashMismatch("chunk content does not match its id; nothing stored")
     state = _state(request)
+    # The answer says whether the chunk is new *to this user*, never whether another
+    # user already holds the same bytes: that would be the dedup side channel
+    # ``/chunks/missing`` is careful to close.
+    new_to_caller = not await state.metadata.chunk_visible(caller.user_id, cid)
     stored = await state.blocks.has(cid)
     size_at_rest = 0
     if not stored:
@@ -229,7 +269,7 @@ async def put_chunk(request: Request, caller: Caller) -> Response:
         await state.blocks.put(cid, sealed)
     # The chunk is durable in the block store before the metadata names it.
     await state.metadata.add_chunk(caller.user_id, cid, len(data), size_at_rest)
-    return cbor({"stored": not stored}, 201 if not stored else 200)
+    return cbor({"stored": new_to_caller}, 201 if new_to_caller else 200)
 
 
 @_authenticated

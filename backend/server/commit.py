@@ -302,8 +302,9 @@ def validate_ops(ops: object) -> list[dict[str, Any]]:
         raise BadRequest(f"at most {p.MAX_OPS_PER_COMMIT} operations per commit")
     seen: set[str] = set()
     for op in ops:
-        if not isinstance(op, dict) or op.get("op") not in OPERATIONS:
-            raise BadRequest(f"unknown operation {op.get('op') if isinstance(op, dict) else op!r}")
+        kind = op.get("op") if isinstance(op, dict) else op
+        if not isinstance(kind, str) or kind not in OPERATIONS:
+            raise BadRequest(f"unknown operation {kind!r}")
         op_id = p.entry_id_field(op, "op_id")
         if op_id in seen:
             raise BadRequest(f"operation id {op_id} appears twice")
