@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -113,3 +114,52 @@ def new_device(server: Server, tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def device(new_device) -> Device:  # type: ignore[no-untyped-def]
     return new_device()  # type: ignore[no-any-return]
+
+
+@dataclass
+class Mount:
+    """A real ``loft mount`` of one device, in its own process, as a user runs it."""
+
+    device: Device
+    path: Path
+
+    def status(self) -> str:
+        return self.device.run("status").stdout
+
+    def unmount(self) -> subprocess.CompletedProcess[str]:
+        return self.device.run("unmount", str(self.path))
+
+
+@pytest.fixture(scope="module")
+def mount_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One embedded-default server for the mount tests of a module."""
+    srv = Server(Stores(tmp_path_factory.mktemp("mount-server") / "data"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def new_mount(mount_server: Server, tmp_path: Path) -> Iterator[Any]:
+    """``new_mount(user=None, name="dev")``: log a device in and mount it; unmounted after."""
+    mounts: list[Mount] = []
+
+    def make(user: str | None = None, name: str = "dev", *extra: str) -> Mount:
+        if user is None:
+            user = f"m{os.getpid()}x{next(_users)}"
+            mount_server.add_user(user)
+        home = tmp_path / f"home-{user}-{name}"
+        result = loft("login", mount_server.url, "--user", user, "--device", name, home=home)
+        assert result.returncode == 0, result.stderr
+        path = tmp_path / f"mnt-{user}-{name}"
+        path.mkdir()
+        device = Device(mount_server, user, home)
+        result = device.run("mount", str(path), *extra)
+        assert result.returncode == 0, result.stderr
+        mounts.append(Mount(device, path))
+        return mounts[-1]
+
+    yield make
+    for mount in mounts:
+        if os.path.ismount(mount.path) and mount.unmount().returncode != 0:
+            subprocess.run(["fusermount3", "-uz", str(mount.path)], check=False)

@@ -8,11 +8,14 @@ the command exits 1. A traceback is a bug.
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
+import json
 import logging
 import os
 import socket
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -219,12 +222,130 @@ def cmd_rm(args: argparse.Namespace) -> None:
     _with_workspace(args, lambda ws: ws.remove(args.path, args.recursive))
 
 
+def _parse_size(text: str) -> int:
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    number, unit = text.rstrip("iBb").rstrip(), ""
+    if number and number[-1].lower() in units:
+        number, unit = number[:-1], number[-1].lower()
+    try:
+        return int(float(number) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (say 2G, 500M)") from None
+
+
+def cmd_mount(args: argparse.Namespace) -> None:
+    home = home_dir(args.home)
+    device = load_device(home)
+    mountpoint = Path(args.mountpoint).absolute()
+    if not mountpoint.is_dir():
+        raise LocalError(f"{mountpoint}: no such directory")
+    if os.path.ismount(mountpoint):
+        raise LocalError(f"{mountpoint} is already a mount point")
+    if args.foreground:
+        from fs.mount import serve_mount
+
+        trio.run(
+            functools.partial(
+                serve_mount,
+                home,
+                mountpoint,
+                device.server,
+                device.token,
+                device.root_ns,
+                device.device,
+                args.cache_size,
+                fetch_timeout=args.fetch_timeout,
+            )
+        )
+        return
+    log_path = home / "mount.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "tools.cli",
+        "--home",
+        str(home),
+        "mount",
+        str(mountpoint),
+        "--foreground",
+        "--cache-size",
+        str(args.cache_size),
+        "--fetch-timeout",
+        str(args.fetch_timeout),
+    ]
+    if args.verbose:
+        argv.insert(3, "--verbose")
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while not os.path.ismount(mountpoint):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise LocalError(f"mount failed: {tail[0]}")
+        time.sleep(0.05)
+    (home / "mount.pid").write_text(str(proc.pid))
+    print(f"mounted {device.server} at {mountpoint} (log: {log_path})")
+
+
+def cmd_unmount(args: argparse.Namespace) -> None:
+    home = home_dir(args.home)
+    mountpoint = Path(args.mountpoint).absolute()
+    if not os.path.ismount(mountpoint):
+        raise LocalError(f"{mountpoint} is not mounted")
+    result = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise LocalError(
+            result.stderr.strip().splitlines()[-1] if result.stderr else "unmount failed"
+        )
+    pid_file = home / "mount.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        pid_file.unlink(missing_ok=True)
+    print(f"unmounted {mountpoint}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     home = home_dir(args.home)
     device = load_device(home)
     print(f"home:    {home}")
     print(f"server:  {device.server}")
     print(f"user:    {device.user} (device {device.device})")
+    try:
+        mount = json.loads((home / "status.json").read_text())
+    except (OSError, ValueError):
+        mount = None
+    if mount is not None and _alive(int(mount["pid"])):
+        state = "online" if mount["online"] else f"offline ({mount['error']})"
+        print(f"mount:   running (pid {mount['pid']}), {state}")
+        print(
+            f"pending: {mount['pending_ops']} change(s) to upload,"
+            f" {_human(mount['pending_bytes'])} of new content"
+        )
+        print(
+            f"cache:   {_human(mount['bytes'])} of {_human(mount['cap'])}"
+            f" in {mount['chunks']} chunk(s)"
+        )
 
     async def run() -> None:
         async with Client(device.server, device.token, attempts=1, timeout=5) as client:
@@ -317,6 +438,25 @@ def build_parser() -> argparse.ArgumentParser:
         "-r", "--recursive", action="store_true", help="remove a directory and all it holds"
     )
 
+    sub = command("mount", cmd_mount, "mount the workspace as a directory")
+    sub.add_argument("mountpoint")
+    sub.add_argument("--foreground", action="store_true", help="stay attached (for systemd)")
+    sub.add_argument(
+        "--cache-size",
+        type=_parse_size,
+        default=_parse_size("2G"),
+        help="chunk cache cap (default 2G)",
+    )
+    sub.add_argument(
+        "--fetch-timeout",
+        type=float,
+        default=10.0,
+        help="seconds before a read of unreachable content fails with EIO",
+    )
+
+    sub = command("unmount", cmd_unmount, "unmount, after pushing what can be pushed")
+    sub.add_argument("mountpoint")
+
     command("status", cmd_status, "show this device's sync state")
     return parser
 
@@ -336,12 +476,16 @@ def _loft_error(exc: BaseException) -> LoftError | None:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
+        level=logging.INFO
+        if args.verbose or args.command in ("serve", "mount")
+        else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     # boto's INFO chatter ("Found credentials in environment variables") would make a
     # failed `loft serve` print more than its one error line.
     logging.getLogger("botocore").setLevel(logging.WARNING)
+    if not args.verbose:  # one line per HTTP request is noise in a mount's log
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         args.fn(args)
     except KeyboardInterrupt:

@@ -1,0 +1,188 @@
+"""File content in the mount: lazy chunk reads, and staging files for writes.
+
+Reads of a file nobody is writing fetch only the chunks that cover the range asked
+for: from the LMDB chunk cache, else from the server (each chunk fetched once however
+many readers want it, verified against its id, then cached). A sequential reader
+gets the next chunks fetched ahead of it.
+
+A file being written lives in a *staging file* on local disk
+(``LOFT_HOME/staging/<entry id>``), never in memory, so a 1 GiB write keeps the
+mount's memory bounded. Every handle of that entry, readers included, reads the
+staging file while it exists. ``seal`` cuts a staging file into chunks (FastCDC),
+stores the new ones in the cache as *pending* (kept until uploaded) and returns the
+block list for the new version.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import errno
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from backend import protocol as p
+from backend.chunking import cut
+from backend.client import Client
+from backend.errors import LoftError
+from cache.store import Cache
+
+log = logging.getLogger("loft.fs")
+
+READ_AHEAD = 3
+
+
+class ContentError(Exception):
+    """A chunk could not be had: reported to the program as ``errno``."""
+
+    def __init__(self, message: str, code: int = errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
+class Fetcher:
+    """Chunks by id: cache first, else the server; one download per chunk at a time."""
+
+    def __init__(self, cache: Cache, client: Client, timeout: float) -> None:
+        self.cache = cache
+        self.client = client
+        self.timeout = timeout
+        self._inflight: dict[str, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+        self.fetched = 0
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the read-ahead tasks; run in the mount's nursery."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def prefetch(self, cids: list[str]) -> None:
+        if self._nursery is None:
+            return
+        for cid in cids:
+            if cid not in self._inflight and not self.cache.has_chunk(cid):
+                self._nursery.start_soon(self._prefetch_one, cid)
+
+    async def _prefetch_one(self, cid: str) -> None:
+        with contextlib.suppress(ContentError):  # the reader that needs it reports it
+            await self.get(cid)
+
+    async def get(self, cid: str) -> bytes:
+        while True:
+            data = self.cache.chunk(cid)
+            if data is not None:
+                return data
+            waiting = self._inflight.get(cid)
+            if waiting is None:
+                break
+            await waiting.wait()
+        done = self._inflight[cid] = trio.Event()
+        try:
+            data = await self._download(cid)
+            await trio.to_thread.run_sync(self.cache.put_chunk, cid, data, False)
+            self.fetched += 1
+            return data
+        finally:
+            del self._inflight[cid]
+            done.set()
+
+    async def _download(self, cid: str) -> bytes:
+        with trio.move_on_after(self.timeout):
+            try:
+                return await self.client.get_chunk(cid)
+            except LoftError as err:
+                log.error("cannot fetch chunk %s: %s", cid, err)
+                raise ContentError(f"chunk {cid}: {err}") from None
+        log.error("cannot fetch chunk %s: no answer within %.0fs", cid, self.timeout)
+        raise ContentError(f"chunk {cid}: timed out")
+
+
+class BlockMap:
+    """Offsets of a block list, for finding the chunks under a byte range."""
+
+    def __init__(self, blocks: list[list[Any]]) -> None:
+        self.ids = [b[0] for b in blocks]
+        self.starts: list[int] = []
+        total = 0
+        for _, length in blocks:
+            self.starts.append(total)
+            total += length
+        self.size = total
+
+    def covering(self, offset: int, size: int) -> Iterator[int]:
+        if offset >= self.size or size <= 0:
+            return
+        first = bisect.bisect_right(self.starts, offset) - 1
+        end = min(offset + size, self.size)
+        index = first
+        while index < len(self.ids) and self.starts[index] < end:
+            yield index
+            index += 1
+
+
+async def read_blocks(fetcher: Fetcher, blocks: BlockMap, offset: int, size: int) -> bytes:
+    """The bytes of ``[offset, offset+size)`` of a committed version."""
+    indices = list(blocks.covering(offset, size))
+    if not indices:
+        return b""
+    pieces: dict[int, bytes] = {}
+
+    async def one(index: int) -> None:
+        pieces[index] = await fetcher.get(blocks.ids[index])
+
+    async with trio.open_nursery() as nursery:
+        for index in indices:
+            nursery.start_soon(one, index)
+    after = indices[-1] + 1
+    fetcher.prefetch(blocks.ids[after : after + READ_AHEAD])
+    data = b"".join(pieces[i] for i in indices)
+    skip = offset - blocks.starts[indices[0]]
+    return data[skip : skip + size]
+
+
+class Staging:
+    """The directory of staging files: one per entry being written."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, entry_id: str) -> Path:
+        return self.root / entry_id
+
+    def exists(self, entry_id: str) -> bool:
+        return self.path(entry_id).exists()
+
+    def open(self, entry_id: str, truncate: bool) -> int:
+        flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0)
+        return os.open(self.path(entry_id), flags, 0o600)
+
+    def remove(self, entry_id: str) -> None:
+        self.path(entry_id).unlink(missing_ok=True)
+
+
+def seal(cache: Cache, fd: int) -> tuple[list[list[Any]], int]:
+    """Cut the staging file ``fd`` into chunks, cache new ones as pending. Blocking.
+
+    Returns the block list and size of the version it holds.
+    """
+    blocks: list[list[Any]] = []
+    size = 0
+    with open(os.dup(fd), "rb", buffering=0) as f:
+        f.seek(0)
+        for _offset, data in cut(f):
+            cid = p.chunk_id(data)
+            # A chunk already cached came from the server or went to it: only new
+            # content waits for upload.
+            if not cache.has_chunk(cid):
+                cache.put_chunk(cid, bytes(data), pending=True)
+            blocks.append([cid, len(data)])
+            size += len(data)
+    return blocks, size

@@ -1,0 +1,414 @@
+"""The sync engine of a mount: the uploader, the follower and the invalidator.
+
+*Uploader.* Drains the write journal in order. Consecutive records become one
+commit: a create followed by updates and attribute changes of the same entry is
+sent as one create with the final content; a batch ends at the first record naming
+an entry already in it otherwise. Each operation's ``base`` is the server revision
+this device last saw of the entry (``srev``). Chunks the server lacks are uploaded
+first, from the cache, where they are pinned until then. When the commit is
+acknowledged, its journal records are dropped and the entries' revisions recorded,
+in one LMDB transaction; a commit repeated after a lost reply is harmless (operation
+ids). A refused operation is settled so that no byte is lost: an edit based on a
+stale version becomes a conflicted copy beside the current one; a name taken
+meanwhile gives the newcomer a conflicted-copy name; a delete of something changed
+or filled meanwhile is dropped and the current state restored; a rename or
+attribute change is retried on the current revision.
+
+*Follower.* Long-polls the changes feed from the stored cursor and applies each
+remote change to the replica, skipping entries with local changes in flight (the
+uploader settles those), then queues kernel cache invalidations for them.
+
+*Invalidator.* The only task that talks to the kernel's caches, so that no FUSE
+handler ever waits on an invalidation (which can deadlock the mount).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from typing import Any
+
+import pyfuse3
+import trio
+
+from backend import protocol as p
+from backend.client import Client
+from backend.errors import Conflict, LoftError, MissingChunks, ServerUnavailable, Unauthorized
+from cache.store import Cache
+
+log = logging.getLogger("loft.sync")
+
+BATCH = 500
+SETTLE = 0.1
+"""Seconds the uploader lets a burst of local changes gather before it commits them."""
+_BASED = ("update", "setattr", "rename", "delete")
+
+
+def conflicted_name(name: str, device: str, when: float | None = None) -> str:
+    """``name (conflicted copy from DEVICE YYYY-MM-DD HHMMSS).ext``"""
+    stamp = time.strftime("%Y-%m-%d %H%M%S", time.localtime(when))
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    suffix = f" (conflicted copy from {device} {stamp})"
+    return f"{stem}{suffix}.{ext}" if ext else f"{stem}{suffix}"
+
+
+def _touched(op: dict[str, Any]) -> list[str]:
+    ids = [op["entry"]]
+    if isinstance(op.get("replace"), dict):
+        ids.append(op["replace"]["entry"])
+    return ids
+
+
+class SyncEngine:
+    def __init__(self, cache: Cache, client: Client, ns: int, device: str) -> None:
+        self.cache = cache
+        self.client = client
+        self.ns = ns
+        self.device = device
+        self.fs: Any = None  # LoftOperations, set by the mount
+        self.online = False
+        self.last_error = ""
+        self._wake = trio.Event()
+        self._idle = trio.Event()
+        self._inval_send, self._inval_recv = trio.open_memory_channel[tuple[Any, ...]](10_000)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- the task set ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.uploader)
+            nursery.start_soon(self.follower)
+            nursery.start_soon(self.invalidator)
+            nursery.start_soon(self.flusher)
+
+    async def flusher(self) -> None:
+        """Once a second: journaled changes reach the disk for good; the cache is trimmed."""
+        while True:
+            await trio.sleep(1.0)
+            await trio.to_thread.run_sync(self.cache.flush)
+            await trio.to_thread.run_sync(self.cache.evict)
+
+    async def drain(self) -> None:
+        """Wait until the journal is empty (used at unmount, under a deadline)."""
+        while self.cache.journal_size():
+            self.wake()
+            self._idle = trio.Event()
+            with trio.move_on_after(1.0):
+                await self._idle.wait()
+
+    # --- uploader --------------------------------------------------------------------
+
+    async def uploader(self) -> None:
+        delay = 0.2
+        while True:
+            records = self.cache.pending(BATCH)
+            if not records:
+                self._idle.set()
+                with trio.move_on_after(5.0):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                await trio.sleep(SETTLE)
+                continue
+            try:
+                await self._push(records)
+                delay = 0.2
+                self.online = True
+            except ServerUnavailable as err:
+                self._offline(err)
+                await self._sleep_or_wake(delay)
+                delay = min(delay * 2, 10.0)
+            except Unauthorized as err:
+                self._offline(err)
+                log.error("the server refused this device's token: %s", err)
+                await self._sleep_or_wake(30.0)
+
+    def _offline(self, err: LoftError) -> None:
+        if self.online or self.last_error != str(err):
+            log.warning("server unreachable, working offline: %s", err)
+        self.online, self.last_error = False, str(err)
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        with trio.move_on_after(seconds):
+            await self._wake.wait()
+        self._wake = trio.Event()
+
+    def _batch(
+        self, records: list[tuple[int, dict[str, Any]]]
+    ) -> tuple[list[dict[str, Any]], list[tuple[int, list[str]]]]:
+        ops: list[dict[str, Any]] = []
+        covered: list[tuple[int, list[str]]] = []
+        index: dict[str, int] = {}
+        with self.cache.read() as txn:
+            for seq, record in records:
+                op = dict(record)
+                touched = _touched(op)
+                mine = index.get(op["entry"])
+                if (
+                    mine is not None
+                    and ops[mine]["op"] == "create"
+                    and op["op"] in ("update", "setattr")
+                ):
+                    for key in ("size", "mtime", "blocks", "mode"):
+                        if key in op:
+                            ops[mine][key] = op[key]
+                    covered.append((seq, touched))
+                    continue
+                if any(entry in index for entry in touched):
+                    break
+                if op["op"] in _BASED:
+                    op["base"] = self.cache.srev(txn, op["entry"])
+                if isinstance(op.get("replace"), dict):
+                    victim = op["replace"]["entry"]
+                    op["replace"] = {"entry": victim, "base": self.cache.srev(txn, victim)}
+                for entry in touched:
+                    index[entry] = len(ops)
+                ops.append(op)
+                covered.append((seq, touched))
+        return ops, covered
+
+    async def _push(self, records: list[tuple[int, dict[str, Any]]]) -> None:
+        ops, covered = self._batch(records)
+        chunks = sorted({b[0] for op in ops for b in op.get("blocks", [])})
+        await self._upload(chunks)
+        try:
+            answer = await self.client.commit(self.ns, ops)
+        except MissingChunks as err:
+            await self._upload(list(err.detail.get("missing", [])), force=True)
+            return
+        except Conflict as err:
+            await self._settle_conflict(ops, covered, err)
+            return
+        except LoftError as err:
+            if err.status == 0 or err.status >= 500:
+                raise
+            await self._settle_refused(ops, covered, err)
+            return
+        with self.cache.write() as txn:
+            for seq, touched in covered:
+                self.cache.settle(txn, seq, touched)
+            for op, result in zip(ops, answer["results"], strict=True):
+                gone = op["op"] == "delete"
+                self.cache.set_srev(txn, op["entry"], None if gone else result["rev"])
+                if isinstance(op.get("replace"), dict):
+                    self.cache.set_srev(txn, op["replace"]["entry"], None)
+                entry = self.cache.entry(txn, op["entry"])
+                if entry is not None and not gone:
+                    entry["rev"] = result["rev"]
+                    self.cache.put_entry(txn, entry)
+        self.cache.uploaded(chunks)
+        log.info("committed %d operation(s) as revision %d", len(ops), answer["seq"])
+
+    async def _upload(self, chunks: list[str], force: bool = False) -> None:
+        missing = chunks if force else await self.client.missing(chunks)
+        if not missing:
+            return
+
+        async def send(cid: str) -> None:
+            data = await trio.to_thread.run_sync(self.cache.chunk, cid)
+            if data is None:
+                log.error("chunk %s is gone from the cache before its upload", cid)
+                return
+            await self.client.put_chunk(cid, data)
+
+        from backend.transfer import for_each
+
+        await for_each(missing, send, 6)
+
+    # --- settling refused operations -------------------------------------------------
+
+    async def _settle_conflict(
+        self, ops: list[dict[str, Any]], covered: list[tuple[int, list[str]]], err: Conflict
+    ) -> None:
+        detail = err.detail if isinstance(err.detail, dict) else {}
+        index = int(detail.get("op", 0))
+        op = ops[index]
+        current = detail.get("current")
+        seqs = [seq for seq, touched in covered if op["entry"] in touched]
+        log.info("%s of %s refused (%s); settling", op["op"], op["entry"], err.message)
+        with self.cache.write() as txn:
+            if err.code == "exists" or (op["op"] == "update" and err.code == "conflict"):
+                self._keep_as_copy(txn, op, current, seqs)
+            elif (
+                op["op"] in ("setattr", "rename")
+                and current is not None
+                and current["id"] == op["entry"]
+            ):
+                self.cache.set_srev(txn, op["entry"], current["rev"])  # retried on it
+            elif op["op"] == "rename" and isinstance(op.get("replace"), dict):
+                self.cache.set_srev(txn, op["replace"]["entry"], current["rev"] if current else 0)
+            else:
+                self._drop_and_restore(txn, op, current, seqs)
+
+    async def _settle_refused(
+        self, ops: list[dict[str, Any]], covered: list[tuple[int, list[str]]], err: LoftError
+    ) -> None:
+        detail = err.detail if isinstance(err.detail, dict) else {}
+        op = ops[int(detail.get("op", 0))]
+        seqs = [seq for seq, touched in covered if op["entry"] in touched]
+        if err.status == 404 and op["op"] in ("create", "mkdir", "rename"):
+            with self.cache.write() as txn:
+                mine = self.cache.entry(txn, op["entry"])
+                if mine is not None and mine["parent"] != p.ROOT_ID:
+                    log.warning("%s: its folder is gone elsewhere; kept at the top", mine["name"])
+                    self._amend(txn, seqs, mine, parent=p.ROOT_ID)
+                    return
+        log.error(
+            "the server refused %s of %s: %s; the change stays local only",
+            op["op"],
+            op["entry"],
+            err,
+        )
+        with self.cache.write() as txn:
+            for seq in seqs:
+                self.cache.settle(txn, seq, [])
+
+    def _keep_as_copy(
+        self, txn: Any, op: dict[str, Any], current: dict[str, Any] | None, seqs: list[int]
+    ) -> None:
+        """Our version of the entry becomes a conflicted copy; the current one keeps the name."""
+        mine = self.cache.entry(txn, op["entry"])
+        if mine is None:
+            for seq in seqs:
+                self.cache.settle(txn, seq, [op["entry"]])
+            return
+        new_name = conflicted_name(mine["name"], self.device)
+        if op["op"] in ("create", "mkdir", "rename"):
+            # Not on the server under this name yet: the same entry takes the new name,
+            # so whatever else the journal holds for it (children, edits) still applies.
+            self._amend(txn, seqs, mine, name=new_name)
+            if current is not None:
+                self.cache.put_entry(txn, {**current})
+                self.cache.set_srev(txn, current["id"], current["rev"])
+        else:
+            copy = {**mine, "id": p.new_id(), "name": new_name, "rev": 0}
+            for seq in seqs:
+                self.cache.settle(txn, seq, [mine["id"]])
+            if current is not None:
+                self.cache.put_entry(txn, {**current})
+                self.cache.set_srev(txn, mine["id"], current["rev"])
+            else:
+                self.cache.drop_entry(txn, mine["id"])
+                self.cache.set_srev(txn, mine["id"], None)
+            self.cache.put_entry(txn, copy)
+            fields = {k: copy[k] for k in ("parent", "name", "mode", "mtime", "kind", "size")}
+            fields.update({k: copy[k] for k in ("blocks", "target") if k in copy})
+            record = {"op": "create", "op_id": p.new_id(), "entry": copy["id"], **fields}
+            self.cache.record(txn, record, copy["id"])
+            if self.fs is not None:
+                self.fs.content_changed(mine["id"])
+        log.warning("conflict: %s kept as %r", mine["name"], new_name)
+        self._queue_entry(txn, mine["parent"], mine["name"])
+        self._queue_entry(txn, mine["parent"], new_name)
+
+    def _amend(self, txn: Any, seqs: list[int], entry: dict[str, Any], **change: Any) -> None:
+        """Change a not-yet-committed entry and every journal record that names it so."""
+        old_name = entry["name"]
+        entry.update(change)
+        self.cache.put_entry(txn, entry)
+        for seq, record in self.cache.pending(BATCH * 4, txn):
+            if seq in seqs and record["entry"] == entry["id"] and "name" in record:
+                record.update(change)
+                record["op_id"] = p.new_id()
+                self.cache.rewrite(txn, seq, record)
+        log.info("%s renamed %r for the server", entry["id"], old_name)
+
+    def _drop_and_restore(
+        self, txn: Any, op: dict[str, Any], current: dict[str, Any] | None, seqs: list[int]
+    ) -> None:
+        for seq in seqs:
+            self.cache.settle(txn, seq, [op["entry"]])
+        if current is not None:
+            self.cache.put_entry(txn, {**current})
+            self.cache.set_srev(txn, current["id"], current["rev"])
+            self._queue_entry(txn, current["parent"], current["name"])
+            log.warning(
+                "conflict: %s changed elsewhere; its %s is dropped", current["name"], op["op"]
+            )
+
+    # --- follower --------------------------------------------------------------------
+
+    async def follower(self) -> None:
+        delay = 0.2
+        while True:
+            cursor = int(self.cache.meta("cursor", 0))
+            try:
+                if cursor == 0:
+                    await self._bootstrap()
+                    continue
+                answer = await self.client.changes(self.ns, cursor, wait=25)
+                self.online, delay = True, 0.2
+            except ServerUnavailable as err:
+                self._offline(err)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            except Unauthorized as err:
+                self._offline(err)
+                await trio.sleep(30.0)
+                continue
+            if answer["changes"]:
+                self.apply(answer["changes"], answer["cursor"])
+
+    async def _bootstrap(self) -> None:
+        """A device's first sight of the tree: the whole of it at the head, in one go."""
+        answer = await self.client.tree(self.ns)
+        entries = [e for e in answer["entries"] if e["id"] != p.ROOT_ID]
+        for entry in entries:
+            entry["deleted"] = False
+        self.apply(entries, max(answer["seq"], 1), bootstrap=True)
+        self.online = True
+
+    def apply(self, changes: list[dict[str, Any]], cursor: int, bootstrap: bool = False) -> None:
+        """Apply remote changes to the replica and queue the kernel invalidations."""
+        staged = self.fs.staged if self.fs is not None else {}
+        with self.cache.write() as txn:
+            for change in changes:
+                entry_id = change["id"]
+                if self.cache.is_local(txn, entry_id) or entry_id in staged:
+                    continue
+                if not bootstrap and change["rev"] <= self.cache.srev(txn, entry_id):
+                    continue
+                old = self.cache.entry(txn, entry_id)
+                if change.pop("deleted", False):
+                    self.cache.drop_entry(txn, entry_id)
+                    self.cache.set_srev(txn, entry_id, None)
+                else:
+                    self.cache.put_entry(txn, change)
+                    self.cache.set_srev(txn, entry_id, change["rev"])
+                    self._queue_entry(txn, change["parent"], change["name"])
+                if old is not None:
+                    self._queue_entry(txn, old["parent"], old["name"])
+                    self._inval_send.send_nowait(("inode", self.cache.inode_of(txn, entry_id)))
+                    if self.fs is not None:
+                        self.fs.content_changed(entry_id)
+            self.cache._meta_put(txn, "cursor", cursor)
+
+    def _queue_entry(self, txn: Any, parent: str, name: str) -> None:
+        try:
+            self._inval_send.send_nowait(("entry", self.cache.inode_of(txn, parent), name))
+        except trio.WouldBlock:
+            log.warning("kernel invalidation queue full; the kernel may show stale names briefly")
+
+    # --- invalidator -----------------------------------------------------------------
+
+    async def invalidator(self) -> None:
+        async for item in self._inval_recv:
+            known = self.fs.lookups if self.fs is not None else {}
+            try:
+                if item[0] == "entry":
+                    if item[1] in known or item[1] == 1:
+                        pyfuse3.invalidate_entry_async(
+                            item[1], os.fsencode(item[2]), ignore_enoent=True
+                        )
+                elif item[1] in known:
+                    await trio.to_thread.run_sync(pyfuse3.invalidate_inode, item[1])
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                    log.warning("kernel cache invalidation failed: %s", exc)
