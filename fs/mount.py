@@ -49,9 +49,9 @@ async def serve_mount(
         async with Client(server, token, attempts=3, timeout=30.0) as client:
             fetcher = Fetcher(cache, client, fetch_timeout)
             sync = SyncEngine(cache, client, ns, device)
-            ops = LoftOperations(cache, fetcher, staging, sync.wake)
+            ops = LoftOperations(cache, fetcher, staging, sync.wake, sync.unstaged)
             sync.fs = ops
-            if int(cache.meta("cursor", 0)) == 0:
+            if cache.meta("cursor") is None:
                 with trio.move_on_after(fetch_timeout):
                     try:
                         await sync._bootstrap()

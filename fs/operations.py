@@ -98,15 +98,23 @@ class LoftOperations(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(
-        self, cache: Cache, fetcher: Fetcher, staging: Staging, changed: Callable[[], None]
+        self,
+        cache: Cache,
+        fetcher: Fetcher,
+        staging: Staging,
+        changed: Callable[[], None],
+        unstaged: Callable[[str], None] = lambda entry_id: None,
     ) -> None:
         super().__init__()
         self.cache = cache
         self.fetcher = fetcher
         self.staging = staging
         self.changed = changed
+        self.unstaged = unstaged
         self.uid, self.gid = os.getuid(), os.getgid()
         self.handles: dict[int, Handle] = {}
+        self.listings: dict[int, tuple[int, list[tuple[str, str]]]] = {}
+        """Open directories: fh -> (inode, the (name, entry id) listing being read)."""
         self.staged: dict[str, Staged] = {}
         self.lookups: dict[int, int] = {}
         self.orphans: dict[int, dict[str, Any]] = {}
@@ -173,6 +181,7 @@ class LoftOperations(pyfuse3.Operations):
         if staged is not None:
             os.close(staged.fd)
         self.staging.remove(entry_id)
+        self.unstaged(entry_id)
 
     def _new_entry(
         self, parent: str, name: str, kind: str, mode: int, **extra: Any
@@ -222,6 +231,8 @@ class LoftOperations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
+        if len(name) > p.MAX_NAME_BYTES:  # no such name can exist: say why, as ext4 does
+            raise _fail(errno.ENAMETOOLONG)
         text = os.fsdecode(name)
         with self.cache.write() as txn:
             parent = self._dir(txn, parent_inode)
@@ -297,24 +308,40 @@ class LoftOperations(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: Any) -> int:
         with self.cache.read() as txn:
             self._dir(txn, inode)
-        return inode
+        fh = self._next_fh
+        self._next_fh += 1
+        self.listings[fh] = (inode, [])
+        return fh
 
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        """Serve the handle's listing, read at its start (``opendir``, ``rewinddir``).
+
+        Offsets index that snapshot, so a program that deletes (or adds) names while
+        it reads the directory (``rm -r``) still gets every other name exactly once,
+        as POSIX asks; a name gone since the snapshot is left out.
+        """
+        inode, listing = self.listings[fh]
         with self.cache.write() as txn:
-            directory = self._dir(txn, fh)
-            listing = list(self.cache.children(txn, directory["id"]))[start_id:]
-            rows = []
-            for name, entry_id in listing:
+            directory = self._dir(txn, inode)
+            if start_id == 0:
+                listing = list(self.cache.children(txn, directory["id"]))
+                self.listings[fh] = (inode, listing)
+            for index in range(start_id, len(listing)):
+                name, entry_id = listing[index]
                 entry = self.cache.entry(txn, entry_id)
-                if entry is not None:
-                    rows.append((name, entry, self.cache.inode_of(txn, entry_id)))
-        for offset, (name, entry, ino) in enumerate(rows, start=start_id + 1):
-            if not pyfuse3.readdir_reply(
-                token, os.fsencode(name), self.attributes(entry, ino), offset
-            ):
-                return
-            self._remember(ino)
+                if entry is None or (entry["parent"], entry["name"]) != (directory["id"], name):
+                    continue
+                ino = self.cache.inode_of(txn, entry_id)
+                if not pyfuse3.readdir_reply(
+                    token, os.fsencode(name), self.attributes(entry, ino), index + 1
+                ):
+                    return
+                self._remember(ino)
+
+    @_errors
+    async def releasedir(self, fh: int) -> None:
+        self.listings.pop(fh, None)
 
     @_errors
     async def mkdir(
@@ -515,6 +542,7 @@ class LoftOperations(pyfuse3.Operations):
             )
         staged.modified = False
         self.versions[entry_id] = self.versions.get(entry_id, 0) + 1
+        log.debug("sealed %s: %d bytes in %d chunk(s)", entry["name"], size, len(blocks))
         self.changed()
 
     def _handle(self, entry: dict[str, Any], ino: int, writable: bool) -> int:

@@ -72,6 +72,7 @@ class SyncEngine:
         self.fs: Any = None  # LoftOperations, set by the mount
         self.online = False
         self.last_error = ""
+        self.deferred: dict[str, tuple[dict[str, Any], int]] = {}
         self._wake = trio.Event()
         self._idle = trio.Event()
         self._inval_send, self._inval_recv = trio.open_memory_channel[tuple[Any, ...]](10_000)
@@ -175,6 +176,7 @@ class SyncEngine:
 
     async def _push(self, records: list[tuple[int, dict[str, Any]]]) -> None:
         ops, covered = self._batch(records)
+        log.debug("pushing %d record(s) as %s", len(covered), [op["op"] for op in ops])
         chunks = sorted({b[0] for op in ops for b in op.get("blocks", [])})
         await self._upload(chunks)
         try:
@@ -337,12 +339,12 @@ class SyncEngine:
     async def follower(self) -> None:
         delay = 0.2
         while True:
-            cursor = int(self.cache.meta("cursor", 0))
+            cursor = self.cache.meta("cursor")
             try:
-                if cursor == 0:
+                if cursor is None:  # never bootstrapped (0 is a namespace's empty start)
                     await self._bootstrap()
                     continue
-                answer = await self.client.changes(self.ns, cursor, wait=25)
+                answer = await self.client.changes(self.ns, int(cursor), wait=25)
                 self.online, delay = True, 0.2
             except ServerUnavailable as err:
                 self._offline(err)
@@ -362,7 +364,9 @@ class SyncEngine:
         entries = [e for e in answer["entries"] if e["id"] != p.ROOT_ID]
         for entry in entries:
             entry["deleted"] = False
-        self.apply(entries, max(answer["seq"], 1), bootstrap=True)
+        # The cursor is the head the tree was read at, even 0 (an empty namespace):
+        # the feed answers changes after it, so a commit at 1 is not skipped.
+        self.apply(entries, int(answer["seq"]), bootstrap=True)
         self.online = True
 
     def apply(self, changes: list[dict[str, Any]], cursor: int, bootstrap: bool = False) -> None:
@@ -371,7 +375,12 @@ class SyncEngine:
         with self.cache.write() as txn:
             for change in changes:
                 entry_id = change["id"]
-                if self.cache.is_local(txn, entry_id) or entry_id in staged:
+                if self.cache.is_local(txn, entry_id):
+                    continue
+                if entry_id in staged:
+                    # Being written here: applied when the writer is done, unless its
+                    # new version goes up first (the uploader then settles the conflict).
+                    self.deferred[entry_id] = (dict(change), cursor)
                     continue
                 if not bootstrap and change["rev"] <= self.cache.srev(txn, entry_id):
                     continue
@@ -389,6 +398,18 @@ class SyncEngine:
                     if self.fs is not None:
                         self.fs.content_changed(entry_id)
             self.cache._meta_put(txn, "cursor", cursor)
+
+    def unstaged(self, entry_id: str) -> None:
+        """The last writer of an entry is done: apply a remote change held back meanwhile."""
+        held = self.deferred.pop(entry_id, None)
+        if held is None:
+            return
+        change, _ = held
+        with self.cache.read() as txn:
+            if self.cache.is_local(txn, entry_id):
+                return  # our version goes up based on an older one: a conflict to settle
+            cursor = int(self.cache._meta_get(txn, "cursor", 0))
+        self.apply([change], cursor)
 
     def _queue_entry(self, txn: Any, parent: str, name: str) -> None:
         try:

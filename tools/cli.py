@@ -484,7 +484,9 @@ def main(argv: list[str] | None = None) -> None:
     # boto's INFO chatter ("Found credentials in environment variables") would make a
     # failed `loft serve` print more than its one error line.
     logging.getLogger("botocore").setLevel(logging.WARNING)
-    if not args.verbose:  # one line per HTTP request is noise in a mount's log
+    if args.verbose:
+        logging.getLogger("loft").setLevel(logging.DEBUG)
+    else:  # one line per HTTP request is noise in a mount's log
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         args.fn(args)
