@@ -150,7 +150,7 @@ class LoftOperations(pyfuse3.Operations):
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = ino
         attr.st_mode = _KIND_BITS[entry["kind"]] | entry["mode"]
-        attr.st_nlink = 1
+        attr.st_nlink = 0 if self.orphans.get(ino) is entry else 1  # unlinked, still open
         size, mtime = entry["size"], entry["mtime"]
         staged = self.staged.get(entry["id"])
         if staged is not None:
@@ -280,7 +280,9 @@ class LoftOperations(pyfuse3.Operations):
             change["mode"] = attr.st_mode & 0o7777
         if fields.update_mtime:
             change["mtime"] = attr.st_mtime_ns
-        if change and inode not in self.orphans:
+        if change and self.orphans.get(inode) is entry:
+            entry.update(change)  # unlinked but still open: nothing left to journal
+        elif change:
             with self.cache.write() as txn:
                 entry = self._entry(txn, inode)
                 entry.update(change)
