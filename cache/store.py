@@ -150,6 +150,10 @@ class Cache:
         self._bind_inode(txn, entry_id, ino)
         return ino
 
+    def known_inode(self, txn: Txn, entry_id: str) -> int | None:
+        raw = txn.get(entry_id.encode(), db=self.db["inode_of"])
+        return int(_Q.unpack(raw)[0]) if raw is not None else None
+
     def entry_id(self, txn: Txn, ino: int) -> str | None:
         raw = txn.get(_Q.pack(ino), db=self.db["inodes"])
         return raw.decode() if raw is not None else None

@@ -234,13 +234,17 @@ class LoftOperations(pyfuse3.Operations):
         if len(name) > p.MAX_NAME_BYTES:  # no such name can exist: say why, as ext4 does
             raise _fail(errno.ENAMETOOLONG)
         text = os.fsdecode(name)
-        with self.cache.write() as txn:
+        with self.cache.read() as txn:
             parent = self._dir(txn, parent_inode)
             entry_id = self.cache.child(txn, parent["id"], text)
             entry = self.cache.entry(txn, entry_id) if entry_id else None
             if entry is None:
                 raise _fail(errno.ENOENT)
-            ino = self.cache.inode_of(txn, entry["id"])
+            known = self.cache.known_inode(txn, entry["id"])
+        if known is None:  # first sight of this entry: give it an inode number
+            with self.cache.write() as txn:
+                known = self.cache.inode_of(txn, entry["id"])
+        ino = known
         self._remember(ino)
         return self.attributes(entry, ino)
 
