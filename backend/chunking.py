@@ -32,8 +32,20 @@ class Piece:
     id: str
 
 
-def cut(stream: BinaryIO) -> Iterator[tuple[int, memoryview]]:
+SMALL = 2 * p.CDC_MAX
+"""Streams up to this size are cut in memory: the streaming cutter's 8 MiB buffer
+would cost more than the data (a few ms per small file)."""
+
+
+def cut(stream: BinaryIO, size_hint: int | None = None) -> Iterator[tuple[int, memoryview]]:
     """``(offset, data)`` for each chunk; ``data`` is valid only until the next one."""
+    if size_hint is not None and size_hint <= SMALL:
+        data = stream.read(SMALL + 1)
+        if len(data) <= SMALL:
+            for chunk in _chunker().cut_buf(data):
+                yield chunk.offset, chunk.data
+            return
+        stream.seek(-len(data), os.SEEK_CUR)
     for chunk in _chunker().cut_stream(stream):
         yield chunk.offset, chunk.data
 
@@ -45,4 +57,5 @@ def cut_bytes(data: bytes) -> list[Piece]:
 def plan_file(path: str | os.PathLike[str]) -> list[Piece]:
     """Cut and hash a file in one streaming pass, holding at most a few chunks in memory."""
     with open(path, "rb", buffering=0) as f:
-        return [Piece(offset, len(data), p.chunk_id(data)) for offset, data in cut(f)]
+        size = os.fstat(f.fileno()).st_size
+        return [Piece(offset, len(data), p.chunk_id(data)) for offset, data in cut(f, size)]

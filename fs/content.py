@@ -20,6 +20,7 @@ import contextlib
 import errno
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from cache.store import Cache
 log = logging.getLogger("loft.fs")
 
 READ_AHEAD = 3
+HOT_BYTES = 32 * 1024 * 1024
 
 
 class ContentError(Exception):
@@ -54,7 +56,21 @@ class Fetcher:
         self.timeout = timeout
         self._inflight: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
+        self._hot: OrderedDict[str, bytes] = OrderedDict()
+        self._hot_bytes = 0
         self.fetched = 0
+
+    def _remember(self, cid: str, data: bytes) -> bytes:
+        """Keep the last few chunks in memory: the kernel reads 128 KiB at a time."""
+        if cid not in self._hot:
+            self._hot[cid] = data
+            self._hot_bytes += len(data)
+            while self._hot_bytes > HOT_BYTES and len(self._hot) > 1:
+                _, old = self._hot.popitem(last=False)
+                self._hot_bytes -= len(old)
+        else:
+            self._hot.move_to_end(cid)
+        return data
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the read-ahead tasks; run in the mount's nursery."""
@@ -76,9 +92,12 @@ class Fetcher:
 
     async def get(self, cid: str) -> bytes:
         while True:
+            hot = self._hot.get(cid)
+            if hot is not None:
+                return self._remember(cid, hot)
             data = self.cache.chunk(cid)
             if data is not None:
-                return data
+                return self._remember(cid, data)
             waiting = self._inflight.get(cid)
             if waiting is None:
                 break
@@ -88,7 +107,7 @@ class Fetcher:
             data = await self._download(cid)
             await trio.to_thread.run_sync(self.cache.put_chunk, cid, data, False)
             self.fetched += 1
-            return data
+            return self._remember(cid, data)
         finally:
             del self._inflight[cid]
             done.set()
@@ -177,7 +196,7 @@ def seal(cache: Cache, fd: int) -> tuple[list[list[Any]], int]:
     size = 0
     with open(os.dup(fd), "rb", buffering=0) as f:
         f.seek(0)
-        for _offset, data in cut(f):
+        for _offset, data in cut(f, os.fstat(fd).st_size):
             cid = p.chunk_id(data)
             # A chunk already cached came from the server or went to it: only new
             # content waits for upload.

@@ -637,22 +637,23 @@ class LoftOperations(pyfuse3.Operations):
         return data
 
     # --- extended attributes: not stored ---------------------------------------------
+    # ENOSYS tells the kernel once and for all, so ``ls -l`` stops asking per file.
 
     @_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        raise _fail(pyfuse3.ENOATTR)
+        raise _fail(errno.ENOSYS)
 
     @_errors
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        return []
+        raise _fail(errno.ENOSYS)
 
     @_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
-        raise _fail(errno.ENOTSUP)
+        raise _fail(errno.ENOSYS)
 
     @_errors
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
-        raise _fail(pyfuse3.ENOATTR)
+        raise _fail(errno.ENOSYS)
 
     # --- used by the sync engine ---------------------------------------------------
 

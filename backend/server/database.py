@@ -105,10 +105,15 @@ class Database(Protocol):
 
     url: str
     max_threads: int
+    max_readers: int
     integrity_errors: tuple[type[BaseException], ...]
 
-    def transaction(self) -> AbstractContextManager[Tx]:
-        """A read-write transaction; it commits on a clean exit, else rolls back."""
+    def transaction(self, write: bool = True) -> AbstractContextManager[Tx]:
+        """A transaction; it commits on a clean exit, else rolls back.
+
+        ``write=False`` promises the block only reads, which lets an engine run it
+        beside other transactions (SQLite: on a reader connection of its own).
+        """
         ...
 
     def close(self) -> None: ...

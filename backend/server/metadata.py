@@ -39,14 +39,19 @@ def token_hash(token: str) -> str:
 class MetadataStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._limiter = trio.CapacityLimiter(db.max_threads)
+        self._writers = trio.CapacityLimiter(db.max_threads)
+        self._readers = trio.CapacityLimiter(db.max_readers)
 
-    async def _run(self, fn: Callable[[Tx], T]) -> T:
+    async def _run(self, fn: Callable[[Tx], T], write: bool = True) -> T:
         def work() -> T:
-            with self.db.transaction() as tx:
+            with self.db.transaction(write) as tx:
                 return fn(tx)
 
-        return await trio.to_thread.run_sync(work, limiter=self._limiter)
+        limiter = self._writers if write else self._readers
+        return await trio.to_thread.run_sync(work, limiter=limiter)
+
+    async def _read(self, fn: Callable[[Tx], T]) -> T:
+        return await self._run(fn, write=False)
 
     def close(self) -> None:
         self.db.close()
@@ -92,7 +97,7 @@ class MetadataStore:
             rows = tx.execute("SELECT id, pw_hash, root_ns FROM users WHERE name = ?", (name,))
             return (int(rows[0][0]), rows[0][1], int(rows[0][2])) if rows else None
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def add_token(self, token: str, user_id: int, device: str, expires: int) -> None:
         now = int(time.time())
@@ -119,7 +124,7 @@ class MetadataStore:
             r = rows[0]
             return int(r[0]), r[1], r[2], int(r[3])
 
-        return await self._run(work)
+        return await self._read(work)
 
     # --- namespaces ------------------------------------------------------------------
 
@@ -132,7 +137,7 @@ class MetadataStore:
         return str(rows[0][0])
 
     async def namespaces(self, user_id: int) -> list[dict[str, Any]]:
-        rows = await self._run(
+        rows = await self._read(
             lambda tx: tx.execute(
                 "SELECT m.ns, m.role, n.seq FROM members m JOIN namespaces n ON n.id = m.ns"
                 " WHERE m.user_id = ? ORDER BY m.ns",
@@ -146,7 +151,7 @@ class MetadataStore:
             self._role(tx, user_id, ns)
             return int(tx.execute("SELECT seq FROM namespaces WHERE id = ?", (ns,))[0][0])
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def commit(self, user_id: int, device: str, ns: int, ops: object) -> dict[str, Any]:
         """Apply a batch atomically; a batch seen before answers its first result."""
@@ -202,7 +207,7 @@ class MetadataStore:
             )
             return head, [entry_from_row(r) for r in rows]
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def tree(self, user_id: int, ns: int, at: int | None) -> tuple[int, list[dict[str, Any]]]:
         """Every live entry, now or as it was at journal sequence ``at``."""
@@ -230,7 +235,7 @@ class MetadataStore:
                 entry.pop("deleted", None)
             return at, entries
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def lookup(
         self, user_id: int, ns: int, path: list[str], with_children: bool
@@ -254,7 +259,7 @@ class MetadataStore:
             )
             return entry, children
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def versions(self, user_id: int, ns: int, entry_id: str) -> list[dict[str, Any]]:
         """Every recorded version of one entry, oldest first, with its commit time."""
@@ -273,7 +278,7 @@ class MetadataStore:
                 out.append(record)
             return out
 
-        return await self._run(work)
+        return await self._read(work)
 
     # --- chunks ----------------------------------------------------------------------
 
@@ -293,10 +298,10 @@ class MetadataStore:
                 present.update(r[0] for r in rows)
             return [cid for cid in ids if cid not in present]
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def chunk_visible(self, user_id: int, cid: str) -> bool:
-        rows = await self._run(
+        rows = await self._read(
             lambda tx: tx.execute(
                 f"SELECT 1 FROM chunks c WHERE c.id = ? AND {VISIBLE_CHUNK}",
                 (cid, user_id, user_id),

@@ -49,7 +49,7 @@ class PostgresDatabase:
 
     def __init__(self, url: str, pool_size: int = 8) -> None:
         self.url = url
-        self.max_threads = pool_size
+        self.max_threads = self.max_readers = pool_size
         self._pool: queue.LifoQueue[psycopg.Connection[Any] | None] = queue.LifoQueue()
         for _ in range(pool_size):
             self._pool.put(None)  # connect lazily
@@ -67,7 +67,7 @@ class PostgresDatabase:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}".splitlines()[0]) from None
 
     @contextmanager
-    def transaction(self) -> Iterator[_PostgresTx]:
+    def transaction(self, write: bool = True) -> Iterator[_PostgresTx]:
         conn = self._pool.get()
         try:
             if conn is None or conn.closed:

@@ -2,13 +2,16 @@
 
 WAL mode with ``synchronous=FULL``: a transaction is durable once ``COMMIT``
 returns (the WAL is fsync'd), and a crash before that leaves no trace of it.
-Write transactions begin ``IMMEDIATE``, so commits are serialized and a
-compare-and-swap read inside one cannot go stale before it writes. Other processes
+Write transactions begin ``IMMEDIATE`` on the one writer connection, so commits are
+serialized and a compare-and-swap read inside one cannot go stale before it writes.
+Read-only transactions run on a connection per worker thread and, thanks to WAL,
+never wait for a writer (a token check does not queue behind a commit's fsync). Other processes
 (``loft user add`` while the server runs) wait on the lock up to ``busy_timeout``.
 """
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -38,6 +41,7 @@ class _SQLiteTx:
 
 class SQLiteDatabase:
     max_threads = 1
+    max_readers = 8
     integrity_errors: tuple[type[BaseException], ...] = (sqlite3.IntegrityError,)
 
     def __init__(self, path: Path) -> None:
@@ -51,11 +55,32 @@ class SQLiteDatabase:
             self._conn.execute("PRAGMA synchronous=FULL")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open metadata database {path}: {exc}") from None
+        self._path = path
         self._lock = threading.Lock()
+        self._readers: queue.LifoQueue[sqlite3.Connection | None] = queue.LifoQueue()
+        for _ in range(self.max_readers):
+            self._readers.put(None)  # opened on first use
         create_schema(self, serial="INTEGER PRIMARY KEY", blob="BLOB")
 
     @contextmanager
-    def transaction(self) -> Iterator[_SQLiteTx]:
+    def transaction(self, write: bool = True) -> Iterator[_SQLiteTx]:
+        if not write:
+            conn = self._readers.get()
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(
+                        self._path, isolation_level=None, check_same_thread=False, timeout=30.0
+                    )
+                conn.execute("BEGIN")
+                try:
+                    yield _SQLiteTx(conn)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"metadata database failed: {exc}") from None
+            finally:
+                self._readers.put(conn)
+            return
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -81,3 +106,7 @@ class SQLiteDatabase:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        while not self._readers.empty():
+            conn = self._readers.get_nowait()
+            if conn is not None:
+                conn.close()

@@ -23,7 +23,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pyfuse3
@@ -272,35 +272,37 @@ class MemFS(pyfuse3.Operations):
         self._maybe_drop(fh)
 
 
-async def _serve() -> None:
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signal)
-        await pyfuse3.main()
-        nursery.cancel_scope.cancel()
-
-
-async def _stop_on_signal() -> None:
+async def _serve(mountpoint: str, options: set[str]) -> None:
+    """Mount, serve until unmounted or signalled, and leave nothing mounted."""
+    # The signal receiver comes first, so that a SIGTERM at any time after the mount
+    # unmounts it rather than killing the process and leaving a dead mount behind.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            pyfuse3.terminate()
-            return
+        try:
+            pyfuse3.init(MemFS(), mountpoint, options)
+        except RuntimeError as err:
+            raise SystemExit(f"memfs: cannot mount {mountpoint}: {err}") from None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_stop_on_signal, signals)
+                await pyfuse3.main()
+                nursery.cancel_scope.cancel()
+        finally:
+            # After a signal this unmounts; after fusermount3 -u nothing is left to undo.
+            pyfuse3.close(unmount=True)
+
+
+async def _stop_on_signal(signals: AsyncIterator[int]) -> None:
+    async for _ in signals:
+        pyfuse3.terminate()
+        return
 
 
 def main() -> None:
     if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
         sys.exit("usage: python -m tools.bench.memfs MOUNTPOINT")
-    mountpoint = sys.argv[1]
     options = set(pyfuse3.default_options)
     options |= {"fsname=memfs", "subtype=memfs", "default_permissions"}
-    try:
-        pyfuse3.init(MemFS(), mountpoint, options)
-    except RuntimeError as err:
-        sys.exit(f"memfs: cannot mount {mountpoint}: {err}")
-    try:
-        trio.run(_serve)
-    finally:
-        # Unmounts after a signal; after fusermount3 -u there is nothing left to undo.
-        pyfuse3.close(unmount=True)
+    trio.run(_serve, sys.argv[1], options)
 
 
 if __name__ == "__main__":

@@ -523,7 +523,10 @@ def latency(a: Device, b: Device, samples: int) -> list[float]:
         with open(a.mountpoint / name, "wb") as f:
             f.write(content)
         check = functools.partial(same_content, b.mountpoint / name, content)
-        seen = wait_for(check, SYNC_TIMEOUT, f"{name} on B (A's log: {a.log_tail()})")
+        try:
+            seen = wait_for(check, SYNC_TIMEOUT, f"{name} on B")
+        except BenchError as err:
+            raise BenchError(f"{err} (A's log: {a.log_tail()})") from None
         out.append(seen - start)
     return out
 
@@ -573,6 +576,7 @@ def report(run: Run) -> None:
             line += f"{'—' if math.isnan(ratio) else f'{ratio:.1f}x':>12}"
         print(line)
     print("A→B latency has no baseline: local disk and memfs have no second device.")
+    print("'until uploaded' is read from status.json, rewritten each second: up to 1 s late.")
     for text in run.notes:
         print(text)
     names = ["memfs", "loft A", "loft B", "server"]
