@@ -172,6 +172,9 @@ class Staging:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        # Left by a mount that died: writes never closed nor fsync'd, so never promised.
+        for leftover in root.iterdir():
+            leftover.unlink(missing_ok=True)
 
     def path(self, entry_id: str) -> Path:
         return self.root / entry_id

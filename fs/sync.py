@@ -175,7 +175,17 @@ class SyncEngine:
         return ops, covered
 
     async def _push(self, records: list[tuple[int, dict[str, Any]]]) -> None:
-        ops, covered = self._batch(records)
+        """Send one batch. A batch, once built, is kept in LMDB (``inflight``) and sent
+        again exactly as it was until it is answered, across lost replies and restarts:
+        the server applies it once by its operation ids, and nothing appended to the
+        journal meanwhile can be merged into an operation the server already applied."""
+        inflight = self.cache.meta("inflight")
+        if inflight:
+            ops = inflight["ops"]
+            covered = [(int(seq), list(touched)) for seq, touched in inflight["covered"]]
+        else:
+            ops, covered = self._batch(records)
+            self.cache.set_meta("inflight", {"ops": ops, "covered": covered})
         log.debug("pushing %d record(s) as %s", len(covered), [op["op"] for op in ops])
         chunks = sorted({b[0] for op in ops for b in op.get("blocks", [])})
         await self._upload(chunks)
@@ -185,14 +195,17 @@ class SyncEngine:
             await self._upload(list(err.detail.get("missing", [])), force=True)
             return
         except Conflict as err:
+            self.cache.set_meta("inflight", None)  # refused whole: nothing of it applied
             await self._settle_conflict(ops, covered, err)
             return
         except LoftError as err:
             if err.status == 0 or err.status >= 500:
                 raise
+            self.cache.set_meta("inflight", None)
             await self._settle_refused(ops, covered, err)
             return
         with self.cache.write() as txn:
+            self.cache._meta_put(txn, "inflight", None)
             for seq, touched in covered:
                 self.cache.settle(txn, seq, touched)
             for op, result in zip(ops, answer["results"], strict=True):
