@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
@@ -40,6 +41,8 @@ class MetadataStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._writers = trio.CapacityLimiter(db.max_threads)
+        self._chunk_lock = trio.Lock()
+        self._chunk_queue: list[_ChunkRecord] = []
         self._readers = trio.CapacityLimiter(db.max_readers)
 
     async def _run(self, fn: Callable[[Tx], T], write: bool = True) -> T:
@@ -310,18 +313,50 @@ class MetadataStore:
         return bool(rows)
 
     async def add_chunk(self, user_id: int, cid: str, size: int, stored: int) -> None:
-        """Record a chunk the block store now holds durably, and grant it to its uploader."""
-        now = int(time.time())
+        """Record a chunk the block store now holds durably, and grant it to its uploader.
 
-        def work(tx: Tx) -> None:
-            tx.execute(
-                "INSERT INTO chunks (id, size, stored, created) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                (cid, size, stored, now),
-            )
-            tx.execute(
-                "INSERT INTO chunk_grants (user_id, chunk) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (user_id, cid),
-            )
+        Group commit: records that arrive while one transaction is committing go
+        together in the next one, so parallel uploads share a single fsync instead of
+        queueing for one each. Each caller returns only once its own record is durable.
+        """
+        item = _ChunkRecord(user_id, cid, size, stored)
+        self._chunk_queue.append(item)
+        async with self._chunk_lock:
+            if not item.done:
+                batch, self._chunk_queue = self._chunk_queue, []
+                now = int(time.time())
 
-        await self._run(work)
+                def work(tx: Tx) -> None:
+                    for record in batch:
+                        tx.execute(
+                            "INSERT INTO chunks (id, size, stored, created) VALUES (?, ?, ?, ?)"
+                            " ON CONFLICT DO NOTHING",
+                            (record.cid, record.size, record.stored, now),
+                        )
+                        tx.execute(
+                            "INSERT INTO chunk_grants (user_id, chunk) VALUES (?, ?)"
+                            " ON CONFLICT DO NOTHING",
+                            (record.user_id, record.cid),
+                        )
+
+                try:
+                    await self._run(work)
+                except BaseException as exc:
+                    for record in batch:
+                        record.error = exc
+                    raise
+                finally:
+                    for record in batch:
+                        record.done = True
+        if item.error is not None:
+            raise item.error
+
+
+@dataclass
+class _ChunkRecord:
+    user_id: int
+    cid: str
+    size: int
+    stored: int
+    done: bool = False
+    error: BaseException | None = None
