@@ -120,6 +120,7 @@ class LoftOperations(pyfuse3.Operations):
         self.orphans: dict[int, dict[str, Any]] = {}
         self.versions: dict[str, int] = {}
         self._next_fh = 1
+        self._warned: set[str] = set()
         self._stage_lock = trio.Lock()
 
     # --- helpers -------------------------------------------------------------------
@@ -164,6 +165,12 @@ class LoftOperations(pyfuse3.Operations):
         attr.st_uid, attr.st_gid = self.uid, self.gid
         attr.entry_timeout = attr.attr_timeout = TIMEOUT
         return attr
+
+    def _unsupported(self, what: str) -> None:
+        """Say once per mount that a program asked for something Loft does not do."""
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning("%s: not supported (refused; said once per mount)", what)
 
     def _remember(self, ino: int) -> None:
         self.lookups[ino] = self.lookups.get(ino, 0) + 1
@@ -415,7 +422,7 @@ class LoftOperations(pyfuse3.Operations):
         ctx: Any,
     ) -> None:
         if flags & pyfuse3.RENAME_EXCHANGE:
-            log.warning("rename: RENAME_EXCHANGE is not supported")
+            self._unsupported("rename with RENAME_EXCHANGE")
             raise _fail(errno.EINVAL)
         old, new = os.fsdecode(name_old), self._name(name_new)
         victim: tuple[dict[str, Any], int] | None = None
@@ -462,7 +469,7 @@ class LoftOperations(pyfuse3.Operations):
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any
     ) -> pyfuse3.EntryAttributes:
-        log.warning("link: hard links are not supported")
+        self._unsupported("hard links")
         raise _fail(errno.EPERM)
 
     @_errors
@@ -470,7 +477,7 @@ class LoftOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any
     ) -> pyfuse3.EntryAttributes:
         if not stat.S_ISREG(mode):
-            log.warning("mknod: only regular files are supported")
+            self._unsupported("device nodes and FIFOs")
             raise _fail(errno.EPERM)
         entry, ino = self._create_entry(parent_inode, name, {"kind": "file", "mode": mode})
         return self.attributes(entry, ino)
