@@ -46,13 +46,34 @@ async def for_each(items: list[T], fn: Callable[[T], Awaitable[None]], workers: 
             async for item in rx:
                 await fn(item)
 
-    async with trio.open_nursery() as nursery:
-        async with receive:
-            for _ in range(min(workers, len(items)) or 1):
-                nursery.start_soon(worker, receive.clone())
-        async with send:
-            for item in items:
-                await send.send(item)
+    try:
+        async with trio.open_nursery() as nursery:
+            async with receive:
+                for _ in range(min(workers, len(items)) or 1):
+                    nursery.start_soon(worker, receive.clone())
+            async with send:
+                for item in items:
+                    await send.send(item)
+    except BaseExceptionGroup as group:
+        # trio wraps even one failure in a group, and workers often fail together (the
+        # network went away under all of them): callers catch our own errors
+        # (``except ServerUnavailable`` in the uploader), so raise the first one.
+        first = first_failure(group)
+        if first is None:
+            raise
+        raise first from None
+
+
+def first_failure(group: BaseExceptionGroup[Any]) -> Exception | None:
+    """The first ``Exception`` (not a cancellation) in ``group``, however nested."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = first_failure(exc)
+            if found is not None:
+                return found
+        elif isinstance(exc, Exception):
+            return exc
+    return None
 
 
 def _read_piece(fd: int, piece: Piece) -> bytes:

@@ -7,6 +7,8 @@ Sub-databases (keys and values are bytes; CBOR where a value is a record)
     =========== ============================== ========================================
     meta        b"cursor", b"ns", b"next_ino", CBOR int
                 b"tick", b"journal_seq"
+                b"mountpoint"                  CBOR str: where the device was last
+                                               mounted (``loft pin`` resolves paths)
     entries     entry id (ascii)               CBOR entry record (``backend.protocol``)
                                                plus ``local``: True while a local change
                                                of it waits in the journal
@@ -22,6 +24,8 @@ Sub-databases (keys and values are bytes; CBOR where a value is a record)
                                                entry this device last saw (the ``base``
                                                of its next operation)
     local       entry id                       CBOR int: journal records naming it
+    pins        entry id                       CBOR 1: the entry is pinned (a file, or
+                                               a folder and all it holds, now or later)
     =========== ============================== ========================================
 
 A local change updates ``entries``/``children`` and appends its operation to
@@ -32,7 +36,17 @@ every committed transaction is intact (LMDB writes go through the OS page cache)
 the mount once a second while anything is unflushed.
 
 Chunks marked ``pending`` (written locally, not yet uploaded) are never evicted;
-others are evicted least-recently-used first once the cache exceeds its cap.
+neither are the chunks of the current version of a pinned file (a file named in
+``pins``, or any file under a folder named there); others are evicted
+least-recently-used first once the cache exceeds its cap. Pinned chunks are worked
+out from the tree at eviction time, not marked in ``chunk_meta``: a pin then covers
+new versions, files added under a pinned folder and renames with no bookkeeping to
+get wrong, and the walk costs only when the cache is over its cap.
+
+The ``pins`` record is written by ``loft pin`` itself, from its own process: LMDB is
+safe across processes (one writer at a time, readers see each commit whole), so a pin
+is durable as soon as the command returns, whether the mount runs or not; the mount
+notices it by polling (``fs.pinning``).
 """
 
 from __future__ import annotations
@@ -64,6 +78,7 @@ _DBS = (
     "journal",
     "srev",
     "local",
+    "pins",
 )
 
 
@@ -177,6 +192,13 @@ class Cache:
                 return
             yield key[len(prefix) :].decode(), value.decode()
 
+    def names_with(self, txn: Txn, fragment: str) -> Iterator[str]:
+        """Ids of the entries whose name holds ``fragment`` (a scan of the names)."""
+        needle = fragment.encode()
+        for key, value in txn.cursor(db=self.db["children"]):
+            if needle in key[key.index(b"/") + 1 :]:
+                yield value.decode()
+
     def put_entry(self, txn: Txn, entry: dict[str, Any]) -> None:
         """Store ``entry``, moving its ``children`` key if its parent or name changed."""
         old = self.entry(txn, entry["id"])
@@ -199,6 +221,97 @@ class Cache:
             txn.delete(key, db=self.db["children"])
         txn.delete(entry_id.encode(), db=self.db["entries"])
         return old
+
+    def lookup_path(self, txn: Txn, path: str) -> str | None:
+        """The entry id at workspace path ``path`` (``/a/b``) in the replica."""
+        entry_id: str | None = p.ROOT_ID
+        for name in p.split_path(path):
+            assert entry_id is not None
+            entry_id = self.child(txn, entry_id, name)
+            if entry_id is None:
+                return None
+        return entry_id
+
+    def path_of(self, txn: Txn, entry_id: str) -> str | None:
+        """The workspace path of an entry in the replica, or None if it is gone."""
+        names: list[str] = []
+        while entry_id != p.ROOT_ID:
+            entry = self.entry(txn, entry_id)
+            if entry is None or len(names) > 4096:
+                return None
+            names.append(entry["name"])
+            entry_id = entry["parent"]
+        return p.join_path(reversed(names))
+
+    # --- pins ------------------------------------------------------------------------
+
+    def pin(self, entry_id: str) -> None:
+        with self.write() as txn:
+            txn.put(entry_id.encode(), p.encode(1), db=self.db["pins"])
+
+    def unpin(self, entry_id: str) -> bool:
+        """Drop a pin; False if the entry was not pinned itself."""
+        with self.write() as txn:
+            return bool(txn.delete(entry_id.encode(), db=self.db["pins"]))
+
+    def pins(self, txn: Txn) -> list[str]:
+        return [key.decode() for key, _ in txn.cursor(db=self.db["pins"])]
+
+    def files_under(self, txn: Txn, roots: list[str]) -> Iterator[dict[str, Any]]:
+        """Every file entry among ``roots`` or under the folders among them, once."""
+        seen: set[str] = set()
+        stack = list(roots)
+        while stack:
+            entry_id = stack.pop()
+            if entry_id in seen:
+                continue
+            seen.add(entry_id)
+            entry = self.entry(txn, entry_id)
+            if entry is None:
+                continue
+            if entry["kind"] == "dir":
+                stack.extend(child for _, child in self.children(txn, entry_id))
+            elif entry["kind"] == "file":
+                yield entry
+
+    def pinned_chunks(self, txn: Txn) -> set[str]:
+        """The chunk ids of the current version of every pinned file."""
+        return {
+            block[0]
+            for entry in self.files_under(txn, self.pins(txn))
+            for block in entry.get("blocks", [])
+        }
+
+    def missing_pinned(self, limit: int) -> list[str]:
+        """Up to ``limit`` chunk ids of pinned files that are not in the cache."""
+        out: list[str] = []
+        seen: set[str] = set()
+        with self.read() as txn:
+            for entry in self.files_under(txn, self.pins(txn)):
+                for cid, _ in entry.get("blocks", []):
+                    if cid in seen:
+                        continue
+                    seen.add(cid)
+                    if txn.get(cid.encode(), db=self.db["chunk_meta"]) is None:
+                        out.append(cid)
+                        if len(out) >= limit:
+                            return out
+        return out
+
+    def pin_usage(self, txn: Txn, entry_id: str) -> dict[str, int]:
+        """What a pin holds: ``files``, ``bytes`` and ``missing`` (bytes not cached)."""
+        files = size = missing = 0
+        counted: set[str] = set()
+        for entry in self.files_under(txn, [entry_id]):
+            files += 1
+            size += entry["size"]
+            for cid, length in entry.get("blocks", []):
+                if cid in counted:
+                    continue
+                counted.add(cid)
+                if txn.get(cid.encode(), db=self.db["chunk_meta"]) is None:
+                    missing += length
+        return {"files": files, "bytes": size, "missing": missing}
 
     # --- the write journal ---------------------------------------------------------
 
@@ -339,12 +452,14 @@ class Cache:
         return {"bytes": total, "pending_bytes": pending, "chunks": chunks, "cap": self.cap}
 
     def evict(self) -> int:
-        """Drop least-recently-used chunks until under the cap; bytes freed."""
+        """Drop least-recently-used chunks until under the cap, never pending or pinned
+        ones; bytes freed."""
         freed = 0
         with self.write() as txn:
             total = int(self._meta_get(txn, "bytes", 0))
             if total <= self.cap:
                 return 0
+            pinned = self.pinned_chunks(txn)
             cursor = txn.cursor(db=self.db["lru"])
             victims: list[bytes] = []
             for key, _ in cursor:
@@ -356,7 +471,7 @@ class Cache:
                     victims.append(key)
                     continue
                 meta = p.decode(raw)
-                if meta["pending"]:
+                if meta["pending"] or cid.decode() in pinned:
                     continue
                 victims.append(key)
                 txn.delete(cid, db=self.db["chunks"])

@@ -79,6 +79,18 @@ class Fetcher:
             task_status.started()
             await trio.sleep_forever()
 
+    async def keep(self, cid: str) -> None:
+        """Have the chunk in the LMDB cache (for pins): a copy in memory alone does not
+        count, as it is gone at the next start."""
+        if self.cache.has_chunk(cid):
+            return
+        hot = self._hot.pop(cid, None)
+        if hot is not None:
+            self._hot_bytes -= len(hot)
+            await trio.to_thread.run_sync(self.cache.put_chunk, cid, hot, False)
+            return
+        await self.get(cid)
+
     def prefetch(self, cids: list[str]) -> None:
         if self._nursery is None:
             return

@@ -7,7 +7,7 @@ what the journal holds; whatever is left stays journaled and goes out at the nex
 mount.
 
 ``status.json`` in ``LOFT_HOME`` (rewritten each second) tells ``loft status`` how
-the mount is doing.
+the mount is doing. Pinned content is fetched and kept by ``fs.pinning``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from backend.client import Client
 from cache.store import Cache
 from fs.content import Fetcher, Staging
 from fs.operations import LoftOperations
+from fs.pinning import Pinner
 from fs.sync import SyncEngine
 
 log = logging.getLogger("loft.fs")
@@ -51,6 +52,9 @@ async def serve_mount(
             sync = SyncEngine(cache, client, ns, device)
             ops = LoftOperations(cache, fetcher, staging, sync.wake, sync.unstaged)
             sync.fs = ops
+            pinner = Pinner(cache, fetcher)
+            # Where this device is mounted, for ``loft pin PATH`` with a local path.
+            cache.set_meta("mountpoint", str(mountpoint))
             if cache.meta("cursor") is None:
                 with trio.move_on_after(fetch_timeout):
                     try:
@@ -66,6 +70,7 @@ async def serve_mount(
                 async with trio.open_nursery() as nursery:
                     await nursery.start(fetcher.run)
                     nursery.start_soon(sync.run)
+                    nursery.start_soon(pinner.run)
                     nursery.start_soon(_status_writer, home, sync, cache)
                     nursery.start_soon(_on_signal)
                     log.info("mounted %s at %s", server, mountpoint)

@@ -57,6 +57,15 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except OSError as err:
             log.error("%s: %s", fn.__name__, err)
             raise pyfuse3.FUSEError(err.errno or errno.EIO) from None
+        except ExceptionGroup as group:  # chunks fetched in a nursery fail as a group
+            failed, _ = group.split(ContentError)
+            if failed is None:
+                log.exception("%s failed", fn.__name__)
+                raise pyfuse3.FUSEError(errno.EIO) from None
+            first: ContentError | ExceptionGroup[ContentError] = failed
+            while isinstance(first, ExceptionGroup):
+                first = first.exceptions[0]
+            raise pyfuse3.FUSEError(first.errno) from None
         except Exception:
             log.exception("%s failed", fn.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None

@@ -129,6 +129,10 @@ class SyncEngine:
                 self._offline(err)
                 log.error("the server refused this device's token: %s", err)
                 await self._sleep_or_wake(30.0)
+            except LoftError as err:  # the server's own failure (disk full, store down)
+                self._offline(err)
+                await self._sleep_or_wake(delay)
+                delay = min(delay * 2, 30.0)
 
     def _offline(self, err: LoftError) -> None:
         if self.online or self.last_error != str(err):
@@ -210,9 +214,13 @@ class SyncEngine:
                 self.cache.settle(txn, seq, touched)
             for op, result in zip(ops, answer["results"], strict=True):
                 gone = op["op"] == "delete"
-                self.cache.set_srev(txn, op["entry"], None if gone else result["rev"])
+                # A deleted entry keeps its revision as a tombstone (dropped when the
+                # follower sees the deletion): a follower behind the uploader must not
+                # resurrect it from an older version, whose name may belong to another
+                # entry by now (its ``children`` key would be taken, then dropped).
+                self.cache.set_srev(txn, op["entry"], result["rev"])
                 if isinstance(op.get("replace"), dict):
-                    self.cache.set_srev(txn, op["replace"]["entry"], None)
+                    self.cache.set_srev(txn, op["replace"]["entry"], result["rev"])
                 entry = self.cache.entry(txn, op["entry"])
                 if entry is not None and not gone:
                     entry["rev"] = result["rev"]
@@ -256,6 +264,17 @@ class SyncEngine:
                 and current["id"] == op["entry"]
             ):
                 self.cache.set_srev(txn, op["entry"], current["rev"])  # retried on it
+                if op["op"] == "rename" and (current["parent"], current["name"]) != (
+                    op["parent"],
+                    op["name"],
+                ):
+                    log.warning(
+                        "conflict: renamed to %r elsewhere and to %r here; %r wins (entry %s)",
+                        current["name"],
+                        op["name"],
+                        op["name"],
+                        op["entry"],
+                    )
             elif op["op"] == "rename" and isinstance(op.get("replace"), dict):
                 self.cache.set_srev(txn, op["replace"]["entry"], current["rev"] if current else 0)
             else:
@@ -303,7 +322,15 @@ class SyncEngine:
                 self.cache.set_srev(txn, current["id"], current["rev"])
         else:
             copy = {**mine, "id": p.new_id(), "name": new_name, "rev": 0}
-            for seq in seqs:
+            # The copy holds the entry as it is now, so it takes the entry's later
+            # records too: sent on the current revision, a second offline edit would
+            # overwrite the version that just won the name.
+            later = [
+                seq
+                for seq, record in self.cache.pending(BATCH * 4, txn)
+                if seq not in seqs and _touched(record) == [mine["id"]]
+            ]
+            for seq in [*seqs, *later]:
                 self.cache.settle(txn, seq, [mine["id"]])
             if current is not None:
                 self.cache.put_entry(txn, {**current})
@@ -359,14 +386,14 @@ class SyncEngine:
                     continue
                 answer = await self.client.changes(self.ns, int(cursor), wait=25)
                 self.online, delay = True, 0.2
-            except ServerUnavailable as err:
-                self._offline(err)
-                await trio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
             except Unauthorized as err:
                 self._offline(err)
                 await trio.sleep(30.0)
+                continue
+            except LoftError as err:  # unreachable, or failing: ask again soon
+                self._offline(err)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 2.0)
                 continue
             if answer["changes"]:
                 self.apply(answer["changes"], answer["cursor"])
@@ -396,6 +423,8 @@ class SyncEngine:
                     self.deferred[entry_id] = (dict(change), cursor)
                     continue
                 if not bootstrap and change["rev"] <= self.cache.srev(txn, entry_id):
+                    if change.get("deleted") and self.cache.entry(txn, entry_id) is None:
+                        self.cache.set_srev(txn, entry_id, None)  # our deletion: no tombstone
                     continue
                 old = self.cache.entry(txn, entry_id)
                 if change.pop("deleted", False):

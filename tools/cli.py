@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from backend.client import Client
 from backend.errors import LocalError, LoftError
-from tools.home import Device, home_dir, load_device, save_device
+from tools import pins
+from tools.home import Device, alive, home_dir, load_device, save_device
 from tools.workspace import RemoteWorkspace
 
 log = logging.getLogger("loft")
@@ -307,22 +308,10 @@ def cmd_unmount(args: argparse.Namespace) -> None:
     if pid_file.exists():
         pid = int(pid_file.read_text())
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and alive(pid):
             time.sleep(0.05)
         pid_file.unlink(missing_ok=True)
     print(f"unmounted {mountpoint}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -335,7 +324,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         mount = json.loads((home / "status.json").read_text())
     except (OSError, ValueError):
         mount = None
-    if mount is not None and _alive(int(mount["pid"])):
+    if mount is not None and alive(int(mount["pid"])):
         state = "online" if mount["online"] else f"offline ({mount['error']})"
         print(f"mount:   running (pid {mount['pid']}), {state}")
         print(
@@ -346,6 +335,15 @@ def cmd_status(args: argparse.Namespace) -> None:
             f"cache:   {_human(mount['bytes'])} of {_human(mount['cap'])}"
             f" in {mount['chunks']} chunk(s)"
         )
+    if (home / "cache" / "data.mdb").exists():
+        with pins.device_cache(home) as cache:
+            for pin in pins.report(cache):
+                print(f"pinned:  {_pin_summary(pin)}")
+            copies = pins.conflicts(cache)
+        if copies:
+            more = f" and {len(copies) - 3} more" if len(copies) > 3 else ""
+            copy = "copy" if len(copies) == 1 else "copies"
+            print(f"conflicts: {len(copies)} conflicted {copy}: {', '.join(copies[:3])}{more}")
 
     async def run() -> None:
         async with Client(device.server, device.token, attempts=1, timeout=5) as client:
@@ -358,6 +356,57 @@ def cmd_status(args: argparse.Namespace) -> None:
             print(f"state:   connected ({heads})")
 
     trio.run(run)
+
+
+def _pin_summary(pin: dict[str, Any]) -> str:
+    held = "all on this device" if not pin["missing"] else f"{_human(pin['missing'])} to fetch"
+    if pin["kind"] == "dir":
+        return f"{pin['path']} (folder: {pin['files']} file(s), {_human(pin['bytes'])}, {held})"
+    return f"{pin['path']} ({pin['kind']}: {_human(pin['bytes'])}, {held})"
+
+
+def cmd_pin(args: argparse.Namespace) -> None:
+    """Pin, then wait while the running mount fetches (see ``tools.pins`` for how)."""
+    home = home_dir(args.home)
+    load_device(home)
+    with pins.device_cache(home) as cache:
+        path, entry_id = pins.resolve(cache, args.path)
+        cache.pin(entry_id)
+        cache.flush()  # fsync'd: the pin survives a power cut from here on
+        if pins.running_mount(home) is None:
+            print(f"pinned {path}: its content is fetched when the device is mounted")
+            return
+        left = pins.usage(cache, entry_id)["missing"]
+        progress = time.monotonic()
+        while left and not args.no_wait:
+            if pins.running_mount(home) is None:
+                break
+            if time.monotonic() - progress > args.wait:
+                break
+            time.sleep(0.2)
+            now = pins.usage(cache, entry_id)["missing"]
+            if now < left:
+                left, progress = now, time.monotonic()
+        pin = pins.describe(cache, entry_id)
+    summary = _pin_summary(pin) if pin is not None else path
+    if left:
+        print(f"pinned {summary}: the mount goes on fetching in the background")
+    else:
+        print(f"pinned {summary}")
+
+
+def cmd_unpin(args: argparse.Namespace) -> None:
+    home = home_dir(args.home)
+    load_device(home)
+    with pins.device_cache(home) as cache:
+        path, entry_id = pins.resolve(cache, args.path)
+        if not cache.unpin(entry_id):
+            above = pins.pinned_above(cache, entry_id)
+            if above is not None:
+                raise LocalError(f"{path} is not pinned itself: its folder {above} is")
+            raise LocalError(f"{path} is not pinned")
+        cache.flush()
+    print(f"unpinned {path}: its content may be evicted from the cache from now on")
 
 
 # --- argument parsing --------------------------------------------------------------
@@ -458,6 +507,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("mountpoint")
 
     command("status", cmd_status, "show this device's sync state")
+
+    sub = command(
+        "pin",
+        cmd_pin,
+        "keep a file's or folder's content on this device: fetched now, kept current,"
+        " never evicted from the cache",
+    )
+    sub.add_argument("path", help="a path inside the mount, or a workspace path (/docs)")
+    sub.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the fetch to make progress before returning (default 30)",
+    )
+    sub.add_argument(
+        "--no-wait", action="store_true", help="return at once; the mount fetches in the background"
+    )
+    sub = command("unpin", cmd_unpin, "let a pinned file's or folder's content be evicted again")
+    sub.add_argument("path", help="a path inside the mount, or a workspace path (/docs)")
     return parser
 
 

@@ -64,3 +64,20 @@ def save_device(home: Path, device: Device) -> None:
         os.replace(tmp, home / "device.json")
     except OSError as exc:
         raise LocalError(f"cannot write {home}: {exc.strerror}") from None
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not): is this device's mount up?"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
