@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import Device, loft
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
+from tests.polling import wait_for
 
 
 def test_edit_against_a_stale_version_becomes_a_conflicted_copy(new_mount, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

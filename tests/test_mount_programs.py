@@ -14,31 +14,13 @@ import random
 import sqlite3
 import subprocess
 import tarfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from tests.polling import wait_for
 
 SYNC = 120.0
 """Seconds a tree of a few thousand files may take to reach another device."""
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 5.0, what: str = "") -> T:
-    """Poll ``predicate`` until it returns something true; OSError counts as not yet."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except OSError as exc:
-            last = exc
-        if last and not isinstance(last, OSError):
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what or predicate} (last: {last!r})")
-        time.sleep(0.1)
 
 
 def run(*argv: str | Path, cwd: Path | None = None) -> str:

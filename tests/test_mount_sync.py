@@ -32,6 +32,7 @@ import pytest
 
 from fs.operations import TIMEOUT as KERNEL_CACHE_SECONDS
 from tests.conftest import Device, Mount, Server, Stores, loft, make_stores
+from tests.polling import fresh_status, pending, wait_for
 
 T = TypeVar("T")
 
@@ -51,22 +52,6 @@ SYNC = 120.0
 # --- helpers -------------------------------------------------------------------------
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 5.0, what: str = "") -> T:
-    """Poll ``predicate`` until it returns something true; OSError counts as not yet."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except OSError as exc:
-            last = exc
-        if last and not isinstance(last, OSError):
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what or predicate} (last: {last!r})")
-        time.sleep(0.05)
-
-
 def arrive(predicate: Callable[[], Any], what: str = "") -> None:
     wait_for(predicate, ARRIVAL, what)
 
@@ -74,26 +59,6 @@ def arrive(predicate: Callable[[], Any], what: str = "") -> None:
 def status_pid(mount: Mount) -> int:
     path = mount.device.home / "status.json"
     return int(wait_for(lambda: json.loads(path.read_text())["pid"], 10, "status.json"))
-
-
-def fresh_status(mount: Mount, timeout: float, ready: Callable[[str], bool]) -> str:
-    """``loft status`` output, taken after the mount rewrote status.json since now."""
-    since = time.time()
-    path = mount.device.home / "status.json"
-
-    def probe() -> str | None:
-        if path.stat().st_mtime <= since:
-            return None
-        text = mount.status()
-        return text if ready(text) else None
-
-    return wait_for(probe, timeout, f"status of {mount.path}")
-
-
-def pending(text: str) -> int:
-    match = re.search(r"^pending: +(\d+) change\(s\)", text, re.M)
-    assert match, text
-    return int(match.group(1))
 
 
 def cached_chunks(text: str) -> int:

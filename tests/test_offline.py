@@ -36,6 +36,7 @@ import trio
 from backend.client import Client
 from tests.conftest import Device, Mount, Server, loft
 from tests.faultproxy import FaultProxy
+from tests.polling import fresh_status, pending, wait_for
 
 T = TypeVar("T")
 MiB = 1 << 20
@@ -48,22 +49,6 @@ _names = iter(range(10**9))
 
 
 # --- helpers -------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``predicate`` until it returns something true; OSError counts as not yet."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except OSError as exc:
-            last = exc
-        if last and not isinstance(last, OSError):
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what} (last: {last!r})")
-        time.sleep(0.1)
 
 
 def login(server: Server, url: str, user: str, home: Path, name: str) -> Device:
@@ -85,23 +70,7 @@ def unmount(mount: Mount) -> None:
 
 
 def status(mount: Mount, ready: Callable[[str], bool], timeout: float = SYNC) -> str:
-    """``loft status``, once the mount rewrote status.json after now and ``ready`` holds."""
-    since = time.time()
-    path = mount.device.home / "status.json"
-
-    def probe() -> str | None:
-        if path.stat().st_mtime <= since:
-            return None
-        text = mount.status()
-        return text if ready(text) else None
-
-    return wait_for(probe, timeout, f"status of {mount.path} as expected")
-
-
-def pending(text: str) -> int:
-    match = re.search(r"^pending: +(\d+) change\(s\)", text, re.M)
-    assert match, text
-    return int(match.group(1))
+    return fresh_status(mount, timeout, ready)
 
 
 def mount_line(text: str) -> str:

@@ -15,7 +15,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.conftest import Device, Server, Stores
+from tests.polling import wait_for
 
 T = TypeVar("T")
 
@@ -36,21 +37,6 @@ def pin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.start()
     yield srv
     srv.stop()
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except OSError as exc:
-            last = exc
-        if last and not isinstance(last, OSError):
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what} (last: {last!r})")
-        time.sleep(0.1)
 
 
 @dataclass
