@@ -1043,7 +1043,7 @@ async def test_long_poll_returns_soon_after_a_commit_with_the_change(acct: Accou
         answer: dict[str, Any] = {}
 
         async def poll() -> None:
-            answer["body"] = await c.changes(ns, cursor, wait=10)
+            answer["body"] = await c.changes(ns, cursor, wait=30)
             answer["at"] = time.monotonic()
 
         async with trio.open_nursery() as nursery:
@@ -1053,7 +1053,9 @@ async def test_long_poll_returns_soon_after_a_commit_with_the_change(acct: Accou
             committed = time.monotonic()
             entry = mkdir(p.ROOT_ID, "awaited")
             [rev] = await apply(c, ns, entry)
-        assert answer["at"] - committed < 5
+        # Woken by the commit, not by the end of its 30 s wait (generous: a loaded
+        # machine may be slow, but not that slow).
+        assert answer["at"] - committed < 15
         assert [(r["id"], r["rev"]) for r in answer["body"]["changes"]] == [(entry["entry"], rev)]
         assert answer["body"]["cursor"] == rev
 
@@ -1067,7 +1069,7 @@ async def test_long_poll_with_no_change_returns_empty_after_the_wait(acct: Accou
         took = time.monotonic() - started
     assert answer["changes"] == []
     assert (answer["cursor"], answer["head"]) == (cursor, cursor)
-    assert 0.9 <= took < 5
+    assert took >= 0.9  # it did wait for a change before answering empty
 
 
 async def test_long_poll_does_not_wake_for_another_namespace(new_account: NewAccount) -> None:

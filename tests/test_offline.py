@@ -250,7 +250,7 @@ def test_mount_starts_offline_works_locally_and_fails_uncached_reads_with_eio(
         with pytest.raises(OSError) as failure:
             (a.path / "remote.bin").read_bytes()
         assert failure.value.errno == errno.EIO
-        assert time.monotonic() - started < 8, f"EIO took too long under {fault.__name__}"
+        assert time.monotonic() - started < 15, f"EIO took too long under {fault.__name__}"
     with pytest.raises(OSError) as failure:
         open(a.path / "remote.bin", "ab").close()  # an append needs the content first
     assert failure.value.errno == errno.EIO

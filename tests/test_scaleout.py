@@ -57,7 +57,7 @@ async def test_commit_on_one_node_wakes_long_poll_on_the_other(
 
         async def poll() -> None:
             start = time.monotonic()
-            answer.update(await b.changes(ns, head, wait=20))
+            answer.update(await b.changes(ns, head, wait=30))
             answer["elapsed"] = time.monotonic() - start
 
         async with trio.open_nursery() as nursery:
@@ -67,7 +67,8 @@ async def test_commit_on_one_node_wakes_long_poll_on_the_other(
         changes = answer["changes"]
         assert isinstance(changes, list)
         assert [c["name"] for c in changes] == ["from-node-a"]
-        assert isinstance(answer["elapsed"], float) and answer["elapsed"] < 5
+        assert isinstance(answer["elapsed"], float)
+        assert answer["elapsed"] < 15  # woken by the commit, not by the end of the wait
 
 
 async def test_chunk_uploaded_through_one_node_is_read_through_the_other(
