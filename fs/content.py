@@ -58,7 +58,6 @@ class Fetcher:
         self._nursery: trio.Nursery | None = None
         self._hot: OrderedDict[str, bytes] = OrderedDict()
         self._hot_bytes = 0
-        self.fetched = 0
 
     def _remember(self, cid: str, data: bytes) -> bytes:
         """Keep the last few chunks in memory: the kernel reads 128 KiB at a time."""
@@ -118,7 +117,6 @@ class Fetcher:
         try:
             data = await self._download(cid)
             await trio.to_thread.run_sync(self.cache.put_chunk, cid, data, False)
-            self.fetched += 1
             return self._remember(cid, data)
         finally:
             del self._inflight[cid]

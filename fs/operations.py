@@ -28,7 +28,7 @@ import trio
 
 from backend import protocol as p
 from backend.errors import BadRequest, LoftError
-from cache.store import ROOT_INO, Cache
+from cache.store import Cache
 from fs.content import BlockMap, ContentError, Fetcher, Staging, read_blocks, seal
 
 log = logging.getLogger("loft.fs")
@@ -152,6 +152,15 @@ class LoftOperations(pyfuse3.Operations):
             raise _fail(errno.ENOTDIR)
         return entry
 
+    def _child(self, txn: Any, parent_inode: int, name: bytes) -> dict[str, Any]:
+        """The live entry ``name`` in the directory ``parent_inode``, or ENOENT."""
+        parent = self._dir(txn, parent_inode)
+        entry_id = self.cache.child(txn, parent["id"], os.fsdecode(name))
+        entry = self.cache.entry(txn, entry_id) if entry_id else None
+        if entry is None:
+            raise _fail(errno.ENOENT)
+        return entry
+
     @staticmethod
     def _name(raw: bytes) -> str:
         name = os.fsdecode(raw)
@@ -251,13 +260,8 @@ class LoftOperations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         if len(name) > p.MAX_NAME_BYTES:  # no such name can exist: say why, as ext4 does
             raise _fail(errno.ENAMETOOLONG)
-        text = os.fsdecode(name)
         with self.cache.read() as txn:
-            parent = self._dir(txn, parent_inode)
-            entry_id = self.cache.child(txn, parent["id"], text)
-            entry = self.cache.entry(txn, entry_id) if entry_id else None
-            if entry is None:
-                raise _fail(errno.ENOENT)
+            entry = self._child(txn, parent_inode, name)
             known = self.cache.known_inode(txn, entry["id"])
         if known is None:  # first sight of this entry: give it an inode number
             with self.cache.write() as txn:
@@ -395,13 +399,8 @@ class LoftOperations(pyfuse3.Operations):
         return os.fsencode(entry["target"])
 
     async def _remove(self, parent_inode: int, name: bytes, want_dir: bool) -> None:
-        text = os.fsdecode(name)
         with self.cache.write() as txn:
-            parent = self._dir(txn, parent_inode)
-            entry_id = self.cache.child(txn, parent["id"], text)
-            entry = self.cache.entry(txn, entry_id) if entry_id else None
-            if entry is None:
-                raise _fail(errno.ENOENT)
+            entry = self._child(txn, parent_inode, name)
             if want_dir and entry["kind"] != "dir":
                 raise _fail(errno.ENOTDIR)
             if not want_dir and entry["kind"] == "dir":
@@ -435,15 +434,11 @@ class LoftOperations(pyfuse3.Operations):
         if flags & pyfuse3.RENAME_EXCHANGE:
             self._unsupported("rename with RENAME_EXCHANGE")
             raise _fail(errno.EINVAL)
-        old, new = os.fsdecode(name_old), self._name(name_new)
+        new = self._name(name_new)
         victim: tuple[dict[str, Any], int] | None = None
         with self.cache.write() as txn:
-            source_parent = self._dir(txn, parent_inode_old)
+            source = self._child(txn, parent_inode_old, name_old)
             target_parent = self._dir(txn, parent_inode_new)
-            source_id = self.cache.child(txn, source_parent["id"], old)
-            source = self.cache.entry(txn, source_id) if source_id else None
-            if source is None:
-                raise _fail(errno.ENOENT)
             ancestor: dict[str, Any] | None = target_parent
             while ancestor is not None and ancestor["id"] != p.ROOT_ID:
                 if ancestor["id"] == source["id"]:
@@ -694,6 +689,3 @@ class LoftOperations(pyfuse3.Operations):
     def content_changed(self, entry_id: str) -> None:
         """A remote version replaced the entry's content: handles re-read block lists."""
         self.versions[entry_id] = self.versions.get(entry_id, 0) + 1
-
-    def root_ino(self) -> int:
-        return ROOT_INO

@@ -84,15 +84,32 @@ class Device:
         return self.server.client(self.token)
 
 
+def running_server(
+    tmp_path_factory: pytest.TempPathFactory, kind: str, tag: str
+) -> Iterator[Server]:
+    """A started server on ``kind`` stores for a module fixture; stopped after."""
+    srv = Server(make_stores(kind, tmp_path_factory.mktemp(f"{tag}-{kind}") / "data"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def login(server: Server, user: str | None, home_root: Path, name: str) -> Device:
+    """A device logged in to ``server``: a fresh user unless one is named."""
+    if user is None:
+        user = f"u{os.getpid()}x{next(_users)}"
+        server.add_user(user)
+    home = home_root / f"home-{user}-{name}-{next(_users)}"
+    result = loft("login", server.url, "--user", user, "--device", name, home=home)
+    assert result.returncode == 0, result.stderr
+    return Device(server, user, home)
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    data = tmp_path_factory.mktemp(f"server-{request.param}") / "data"
-    srv = Server(make_stores(request.param, data))
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from running_server(tmp_path_factory, request.param, "server")
 
 
 @pytest.fixture
@@ -100,13 +117,7 @@ def new_device(server: Server, tmp_path: Path):  # type: ignore[no-untyped-def]
     """``new_device(user=None)``: a fresh device; a fresh user unless one is named."""
 
     def make(user: str | None = None, name: str = "dev") -> Device:
-        if user is None:
-            user = f"u{os.getpid()}x{next(_users)}"
-            server.add_user(user)
-        home = tmp_path / f"home-{user}-{name}-{next(_users)}"
-        result = loft("login", server.url, "--user", user, "--device", name, home=home)
-        assert result.returncode == 0, result.stderr
-        return Device(server, user, home)
+        return login(server, user, tmp_path, name)
 
     return make
 
@@ -145,15 +156,9 @@ def new_mount(mount_server: Server, tmp_path: Path) -> Iterator[Any]:
     mounts: list[Mount] = []
 
     def make(user: str | None = None, name: str = "dev", *extra: str) -> Mount:
-        if user is None:
-            user = f"m{os.getpid()}x{next(_users)}"
-            mount_server.add_user(user)
-        home = tmp_path / f"home-{user}-{name}"
-        result = loft("login", mount_server.url, "--user", user, "--device", name, home=home)
-        assert result.returncode == 0, result.stderr
-        path = tmp_path / f"mnt-{user}-{name}"
+        device = login(mount_server, user, tmp_path, name)
+        path = tmp_path / f"mnt-{device.user}-{name}-{next(_users)}"
         path.mkdir()
-        device = Device(mount_server, user, home)
         result = device.run("mount", str(path), *extra)
         assert result.returncode == 0, result.stderr
         mounts.append(Mount(device, path))

@@ -25,7 +25,7 @@ import trio
 from backend import protocol as p
 from backend.client import Client
 from backend.errors import NotFound, ServerUnavailable
-from tests.conftest import BACKENDS, PASSWORD, Server, loft, make_stores
+from tests.conftest import BACKENDS, PASSWORD, Server, loft, running_server
 
 ROUNDS = 3
 MTIME = 1_700_000_000 * 1_000_000_000
@@ -36,11 +36,7 @@ def crash_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """A server of our own: it is killed and restarted, so it is shared with no one."""
-    data = tmp_path_factory.mktemp(f"crash-{request.param}") / "data"
-    srv = Server(make_stores(request.param, data))
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from running_server(tmp_path_factory, request.param, "crash")
 
 
 def pair_content(n: int) -> bytes:
