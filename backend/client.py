@@ -2,30 +2,35 @@
 
 Every call of the API is safe to repeat (chunk uploads are idempotent, commits carry
 operation ids the server applies once), so a call that fails in transit, or is
-answered 502/503/504, is retried with exponential backoff and jitter; only the call
-that failed is repeated, never a whole transfer. HTTP failures become the exceptions
-of ``backend.errors`` here and nowhere else.
+answered 502/503/504, is retried with the one backoff policy (``backend.retry``);
+only the call that failed is repeated, never a whole transfer. HTTP failures become
+the exceptions of ``backend.errors`` here and nowhere else: callers decide on their
+class or ``err.permanent``.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 import httpx
-import trio
 
 from backend import protocol as p
 from backend.errors import HashMismatch, LoftError, ServerUnavailable, from_wire
+from backend.retry import INITIAL, Backoff
 
 log = logging.getLogger("loft.client")
 
 _RETRY_STATUS = (502, 503, 504)
+"""The HTTP answers that mean "not now" (a gateway or the server itself is unwell)."""
 
 
 class Client:
-    """Use as ``async with Client(url, token) as c:``; one connection pool per client."""
+    """Use as ``async with Client(url, token) as c:``; one connection pool per client.
+
+    A call is tried at most ``attempts`` times; ``backoff`` is the first delay of its
+    ``backend.retry.Backoff``. ``timeout`` is httpx's per-request timeout (seconds).
+    """
 
     def __init__(
         self,
@@ -33,7 +38,7 @@ class Client:
         token: str | None = None,
         *,
         attempts: int = 5,
-        backoff: float = 0.2,
+        backoff: float = INITIAL,
         timeout: float = 30.0,
         connections: int = 16,
     ) -> None:
@@ -65,21 +70,25 @@ class Client:
         body: Any = None,
         raw: bytes | None = None,
         params: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        read_timeout: float | None = None,
     ) -> httpx.Response:
-        """One API call, retried on transport failures and 502/503/504."""
+        """One API call, retried on transport failures and 502/503/504.
+
+        ``read_timeout`` overrides the client's httpx timeout for this call (a
+        long-poll waits longer than a lookup).
+        """
         content = raw if raw is not None else (p.encode(body) if body is not None else None)
         headers = {"content-type": "application/octet-stream" if raw is not None else p.CBOR}
         extra: dict[str, Any] = {}
-        if timeout is not None:
-            extra["timeout"] = httpx.Timeout(timeout, connect=5.0)
+        if read_timeout is not None:
+            extra["timeout"] = httpx.Timeout(read_timeout, connect=5.0)
         failure = ""
         last: httpx.Response | None = None
+        backoff = Backoff(initial=self.backoff)
         for attempt in range(self.attempts):
             if attempt:
-                delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random())
-                log.debug("retrying %s %s in %.2fs: %s", method, path, delay, failure)
-                await trio.sleep(min(delay, 5.0))
+                log.debug("retrying %s %s (attempt %d): %s", method, path, attempt + 1, failure)
+                await backoff.wait()
             try:
                 response = await self._http.request(
                     method, path, content=content, params=params, headers=headers, **extra
@@ -136,7 +145,10 @@ class Client:
 
     async def get_chunk(self, cid: str) -> bytes:
         """Download one chunk and check it against its id (a bad copy is fetched again)."""
-        for _ in range(3):
+        backoff = Backoff(initial=self.backoff)
+        for attempt in range(3):
+            if attempt:
+                await backoff.wait()
             response = await self.request("GET", f"/chunks/{cid}")
             if p.chunk_id(response.content) == cid:
                 return response.content
@@ -152,7 +164,7 @@ class Client:
     ) -> dict[str, Any]:
         params = {"since": since, "wait": int(wait), "limit": limit}
         result: dict[str, Any] = await self.call(
-            "GET", f"/ns/{ns}/changes", params=params, timeout=wait + 30.0
+            "GET", f"/ns/{ns}/changes", params=params, read_timeout=wait + 30.0
         )
         return result
 

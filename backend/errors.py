@@ -2,7 +2,9 @@
 
 The server turns a ``LoftError`` into an HTTP answer in one place
 (``backend.server.app``); the client turns an HTTP failure back into the same class
-in one place (``backend.client``). The error body is a CBOR map:
+in one place (``backend.client``). Callers decide on the class (``except Exists``)
+or on ``err.permanent``, never on ``status``, ``code`` or the message text. The error
+body is a CBOR map:
 
     ========= ===== ================================================
     key       type  meaning
@@ -15,19 +17,43 @@ in one place (``backend.client``). The error body is a CBOR map:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+E = TypeVar("E", bound=BaseException)
 
 
 class LoftError(Exception):
-    """Base of every error Loft reports; ``str(err)`` is one line for the user."""
+    """Base of every error Loft reports; ``str(err)`` is one line for the user.
+
+    ``permanent`` says whether repeating the same request can ever succeed:
+
+    - True for refusals, the 4xx answers (``BadRequest``, ``Unauthorized``,
+      ``Forbidden``, ``NotFound``, ``Conflict``, ``HashMismatch``, ``TooLarge`` and
+      their subclasses) and for ``LocalError``: retrying as is gives the same answer,
+      so the caller re-plans (a conflicted copy, a new name) or reports it.
+    - False for transient failures: ``ServerUnavailable``, ``StoreError`` and a bare
+      ``LoftError`` rebuilt from a 5xx answer; the same request may succeed later,
+      after a backoff (``backend.retry``).
+    - False for ``MissingChunks``: the request succeeds once the chunks it names are
+      uploaded.
+
+    A bare ``LoftError`` rebuilt from a 4xx answer this client does not know is
+    permanent too.
+    """
 
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal"
+    _permanent: bool = False
 
     def __init__(self, message: str, detail: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail
+
+    @property
+    def permanent(self) -> bool:
+        """True when repeating the same request cannot succeed (see the class)."""
+        return self._permanent
 
     def to_wire(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.code, "message": self.message}
@@ -38,28 +64,40 @@ class LoftError(Exception):
 
 class BadRequest(LoftError):
     status, code = 400, "bad_request"
+    _permanent = True
+
+
+class NameTooLong(BadRequest):
+    """A path component is longer than ``protocol.MAX_NAME_BYTES`` in UTF-8."""
+
+    code = "name_too_long"
 
 
 class HashMismatch(LoftError):
     status, code = 422, "hash_mismatch"
+    _permanent = True
 
 
 class Unauthorized(LoftError):
     status, code = 401, "unauthorized"
+    _permanent = True
 
 
 class Forbidden(LoftError):
     status, code = 403, "forbidden"
+    _permanent = True
 
 
 class NotFound(LoftError):
     status, code = 404, "not_found"
+    _permanent = True
 
 
 class Conflict(LoftError):
     """A compare-and-swap failed; ``detail`` is ``{"op": index, "current": entry|None}``."""
 
     status, code = 409, "conflict"
+    _permanent = True
 
 
 class Exists(Conflict):
@@ -80,6 +118,7 @@ class MissingChunks(LoftError):
 
 class TooLarge(LoftError):
     status, code = 413, "too_large"
+    _permanent = True
 
 
 class StoreError(LoftError):
@@ -98,12 +137,14 @@ class LocalError(LoftError):
     """Client side: a problem with local files, configuration or arguments."""
 
     status, code = 0, "local"
+    _permanent = True
 
 
 _BY_CODE: dict[str, type[LoftError]] = {
     cls.code: cls
     for cls in (
         BadRequest,
+        NameTooLong,
         HashMismatch,
         Unauthorized,
         Forbidden,
@@ -123,7 +164,28 @@ _BY_CODE: dict[str, type[LoftError]] = {
 def from_wire(status: int, body: Any) -> LoftError:
     """Rebuild the error a server sent; unknown shapes become a generic ``LoftError``."""
     if isinstance(body, dict) and isinstance(body.get("error"), str):
-        cls = _BY_CODE.get(body["error"], LoftError)
+        cls = _BY_CODE.get(body["error"])
         message = str(body.get("message") or body["error"])
-        return cls(message, body.get("detail"))
-    return LoftError(f"server answered HTTP {status}")
+        if cls is not None:
+            return cls(message, body.get("detail"))
+        err = LoftError(message, body.get("detail"))
+    else:
+        err = LoftError(f"server answered HTTP {status}")
+    err._permanent = 400 <= status < 500  # a refusal this client has no class for
+    return err
+
+
+def first_of(exc: BaseException, kind: type[E]) -> E | None:
+    """The first exception of ``kind`` in ``exc``, looking into exception groups.
+
+    trio wraps what fails in a nursery in groups, nested as the nurseries were; a
+    group itself is looked into, never returned, so ``first_of(group, Exception)`` is
+    the first real failure (not a ``Cancelled``). None if there is none.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = first_of(inner, kind)
+            if found is not None:
+                return found
+        return None
+    return exc if isinstance(exc, kind) else None

@@ -61,7 +61,7 @@ from typing import Any
 import blake3
 import cbor2
 
-from backend.errors import BadRequest
+from backend.errors import BadRequest, NameTooLong
 
 API = "/v1"
 CBOR = "application/cbor"
@@ -134,7 +134,11 @@ def decode_map(body: bytes) -> dict[str, Any]:
 
 
 def validate_name(name: object) -> str:
-    """A single path component: non-empty, no ``/`` or NUL, not ``.``/``..``, ≤255 bytes."""
+    """A single path component: non-empty, no ``/`` or NUL, not ``.``/``..``, ≤255 bytes.
+
+    Anything else is a ``BadRequest``; a name over 255 bytes is its subclass
+    ``NameTooLong`` (the mount answers ``ENAMETOOLONG`` for it).
+    """
     if not isinstance(name, str) or not name:
         raise BadRequest("a name must be a non-empty string")
     if "/" in name or "\0" in name:
@@ -146,7 +150,7 @@ def validate_name(name: object) -> str:
     except UnicodeEncodeError:
         raise BadRequest(f"invalid name {name!r}: not valid UTF-8") from None
     if len(encoded) > MAX_NAME_BYTES:
-        raise BadRequest(f"name too long ({len(encoded)} bytes, at most {MAX_NAME_BYTES})")
+        raise NameTooLong(f"name too long ({len(encoded)} bytes, at most {MAX_NAME_BYTES})")
     return name
 
 

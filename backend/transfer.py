@@ -25,7 +25,7 @@ import trio
 from backend import protocol as p
 from backend.chunking import Piece, plan_file
 from backend.client import Client
-from backend.errors import LocalError
+from backend.errors import LocalError, first_of
 
 T = TypeVar("T")
 
@@ -58,22 +58,10 @@ async def for_each(items: list[T], fn: Callable[[T], Awaitable[None]], workers: 
         # trio wraps even one failure in a group, and workers often fail together (the
         # network went away under all of them): callers catch our own errors
         # (``except ServerUnavailable`` in the uploader), so raise the first one.
-        first = first_failure(group)
+        first = first_of(group, Exception)
         if first is None:
             raise
         raise first from None
-
-
-def first_failure(group: BaseExceptionGroup[Any]) -> Exception | None:
-    """The first ``Exception`` (not a cancellation) in ``group``, however nested."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found = first_failure(exc)
-            if found is not None:
-                return found
-        elif isinstance(exc, Exception):
-            return exc
-    return None
 
 
 def _read_piece(fd: int, piece: Piece) -> bytes:
@@ -141,7 +129,7 @@ async def download(
     workers: int = 6,
 ) -> None:
     """Write the content named by ``blocks`` to ``dest`` atomically."""
-    dest = dest.absolute()
+    dest = Path(await trio.Path(dest).absolute())
     tmp = dest.with_name(f".{dest.name}.loft-{os.urandom(4).hex()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o777)

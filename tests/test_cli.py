@@ -289,7 +289,7 @@ async def test_interrupted_put_resumes_with_only_the_missing_chunks(
     write_random(src, size)
     lengths = {piece.id: piece.length for piece in plan_file(src)}
     ids = list(lengths)
-    proc = subprocess.Popen(
+    proc = await trio.lowlevel.open_process(
         loft_argv("put", str(src), f"{rdir}/f"),
         env=loft_env(dev.home),
         cwd=ROOT,
@@ -305,7 +305,7 @@ async def test_interrupted_put_resumes_with_only_the_missing_chunks(
                     await trio.sleep(0.005)
     finally:
         proc.kill()
-        proc.wait()
+        await proc.wait()
     assert proc.returncode == -9
     await trio.sleep(0.3)  # let the server finish chunks whose body it had whole
     async with dev.client() as client:
@@ -402,7 +402,8 @@ def test_mv_renames_a_file_keeping_its_content(dev: Device, rdir: str, tmp_path:
 
     assert names(dev, rdir) == ["new"]
     after = entry(dev, f"{rdir}/new")
-    assert after is not None and before is not None
+    assert after is not None
+    assert before is not None
     assert after["id"] == before["id"]  # the same entry, with its history
     ok(dev.run("get", f"{rdir}/new", str(tmp_path / "back")))
     assert (tmp_path / "back").read_bytes() == b"renamed content"

@@ -53,8 +53,8 @@ class Stream:
     """Commit number → the revisions the server gave ``pair-N-a`` and ``pair-N-b``."""
     counter: tuple[str, int] | None = None
     """The counter's entry id and revision, as last seen."""
-    committing: bool = False
-    """A commit request is in flight."""
+    in_flight: trio.Event = field(default_factory=trio.Event)
+    """Set while a commit request is in flight; replaced by a fresh one after it."""
     commit_seconds: float = 0.0
     """How long the last acknowledged commit took."""
 
@@ -112,12 +112,14 @@ class Stream:
             try:
                 await client.put_chunk(p.chunk_id(pair_content(n)), pair_content(n))
                 await client.put_chunk(p.chunk_id(str(n).encode()), str(n).encode())
-                self.committing, started = True, trio.current_time()
+                self.in_flight.set()
+                started = trio.current_time()
                 answer = await client.commit(self.ns, self.ops(n))
             except ServerUnavailable:
                 return
             finally:
-                self.committing = False
+                if self.in_flight.is_set():
+                    self.in_flight = trio.Event()
             self.commit_seconds = trio.current_time() - started
             results = answer["results"]
             self.acked[n] = (results[0]["rev"], results[1]["rev"])
@@ -146,8 +148,7 @@ async def test_commits_are_whole_and_acknowledged_ones_survive_kill_9(
         outcomes of an unacknowledged commit (in, or out) occur.
         """
         await trio.sleep(delay)
-        while not stream.committing:
-            await trio.sleep(0.0005)
+        await stream.in_flight.wait()
         await trio.sleep(rng.uniform(0, 1.5 * stream.commit_seconds))
         await trio.to_thread.run_sync(server.kill)
 

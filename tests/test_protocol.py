@@ -171,7 +171,7 @@ def test_decode_map_returns_maps_with_string_keys(value: dict[str, Any]) -> None
 
 # --- names and paths ---------------------------------------------------------------
 
-name_chars = st.characters(exclude_categories=("Cs",), exclude_characters="/\0")
+name_chars = st.characters(exclude_categories=["Cs"], exclude_characters="/\0")
 valid_names = st.text(name_chars, min_size=1, max_size=80).filter(
     lambda s: s not in (".", "..") and len(s.encode()) <= p.MAX_NAME_BYTES
 )
@@ -194,7 +194,7 @@ def test_validate_name_takes_at_most_255_utf8_bytes(name: str) -> None:
     while utf8_len(long) > p.MAX_NAME_BYTES + 4:
         long = long[:-1]
     assert utf8_len(long) > p.MAX_NAME_BYTES
-    with pytest.raises(BadRequest):
+    with pytest.raises(errors.NameTooLong):
         p.validate_name(long)
     fits = long
     while utf8_len(fits) > p.MAX_NAME_BYTES:
@@ -209,7 +209,7 @@ invalid_names = st.one_of(
     st.just(".."),
     st.tuples(valid_names, valid_names, st.sampled_from("/\0")).map(lambda t: t[0] + t[2] + t[1]),
     st.tuples(st.text(name_chars, max_size=10), st.sampled_from("/\0")).map(lambda t: t[0] + t[1]),
-    st.tuples(valid_names, st.characters(categories=("Cs",))).map(lambda t: t[0] + t[1]),
+    st.tuples(valid_names, st.characters(categories=["Cs"])).map(lambda t: t[0] + t[1]),
     st.integers(),
     st.binary(min_size=1),
     st.none(),
@@ -219,8 +219,9 @@ invalid_names = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(invalid_names)
 def test_validate_name_rejects_every_invalid_name(name: object) -> None:
-    with pytest.raises(BadRequest):
+    with pytest.raises(BadRequest) as caught:
         p.validate_name(name)
+    assert not isinstance(caught.value, errors.NameTooLong)
 
 
 path_segments = st.lists(
@@ -303,3 +304,87 @@ def test_from_wire_rebuilds_the_error_class_and_message(
     assert received.message == message
     assert str(received) == message
     assert received.detail == detail
+    assert received.permanent == sent.permanent
+
+
+PERMANENT = {
+    errors.BadRequest: True,
+    errors.NameTooLong: True,
+    errors.HashMismatch: True,
+    errors.Unauthorized: True,
+    errors.Forbidden: True,
+    errors.NotFound: True,
+    errors.Conflict: True,
+    errors.Exists: True,
+    errors.NotEmpty: True,
+    errors.TooLarge: True,
+    errors.LocalError: True,
+    errors.MissingChunks: False,
+    errors.StoreError: False,
+    errors.ServerUnavailable: False,
+    errors.LoftError: False,
+}
+
+
+def test_every_error_class_says_whether_it_is_permanent() -> None:
+    assert set(PERMANENT) == {LoftError, *ERROR_CLASSES}
+
+
+@pytest.mark.parametrize(
+    ("cls", "permanent"), PERMANENT.items(), ids=[c.__name__ for c in PERMANENT]
+)
+def test_permanent_is_true_exactly_for_refusals(cls: type[LoftError], permanent: bool) -> None:
+    assert cls("x").permanent is permanent
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_an_unknown_5xx_answer_is_a_transient_bare_error(status: int) -> None:
+    for body in (None, b"<html>", {"error": "internal", "message": "internal server error"}):
+        err = errors.from_wire(status, body)
+        assert type(err) is LoftError
+        assert not err.permanent
+
+
+@pytest.mark.parametrize("status", [400, 404, 405, 418])
+def test_an_unknown_4xx_answer_is_a_permanent_bare_error(status: int) -> None:
+    for body in (None, {"error": "no_such_code", "message": "refused"}):
+        err = errors.from_wire(status, body)
+        assert type(err) is LoftError
+        assert err.permanent
+
+
+def test_name_too_long_crosses_the_wire_as_itself() -> None:
+    with pytest.raises(errors.NameTooLong) as caught:
+        p.validate_name("x" * (p.MAX_NAME_BYTES + 1))
+    sent = caught.value
+    received = errors.from_wire(sent.status, p.decode(p.encode(sent.to_wire())))
+    assert type(received) is errors.NameTooLong
+    assert received.to_wire()["error"] == "name_too_long"
+
+
+# --- first_of ----------------------------------------------------------------------
+
+
+def test_first_of_finds_the_exception_itself() -> None:
+    err = errors.NotFound("gone")
+    assert errors.first_of(err, LoftError) is err
+    assert errors.first_of(err, errors.Conflict) is None
+
+
+def test_first_of_looks_into_nested_groups_in_order() -> None:
+    wanted = errors.ServerUnavailable("away")
+    later = errors.StoreError("disk")
+    group = BaseExceptionGroup(
+        "outer",
+        [KeyboardInterrupt(), ExceptionGroup("inner", [ValueError("v"), wanted]), later],
+    )
+    assert errors.first_of(group, LoftError) is wanted
+    assert errors.first_of(group, errors.StoreError) is later
+    assert errors.first_of(group, OSError) is None
+
+
+def test_first_of_never_returns_a_group() -> None:
+    cancelled_only = BaseExceptionGroup("cancelled", [KeyboardInterrupt()])
+    assert errors.first_of(cancelled_only, Exception) is None
+    inner = ValueError("v")
+    assert errors.first_of(ExceptionGroup("g", [inner]), Exception) is inner

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from backend import protocol as p
-from tests.conftest import Server, Stores, make_stores
+from tests.conftest import Server, Stores, check_server, make_stores
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Se
     yield first, second
     first.stop()
     second.stop()
+    check_server(shared)
 
 
 async def _login(node: Server, user: str) -> tuple[str, int]:

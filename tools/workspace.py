@@ -8,8 +8,11 @@ change elsewhere makes the command fail cleanly instead of overwriting it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import trio
 
 from backend import protocol as p
 from backend.chunking import Piece
@@ -114,9 +117,9 @@ class RemoteWorkspace:
         local: Path,
         remote: str,
         progress: Progress,
-        on_total: Any = None,
+        on_total: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
-        if not local.is_file():
+        if not await trio.Path(local).is_file():
             raise LocalError(f"{local}: no such file")
         target = await self.entry(remote)
         if target is not None and target["kind"] == "dir":
@@ -127,7 +130,7 @@ class RemoteWorkspace:
         if target is not None and target["kind"] != "file":
             raise Exists(f"{remote} exists and is not a file")
         parent, name = await self._parent_and_name(remote)
-        stat = local.stat()
+        stat = await trio.Path(local).stat()
         pieces: list[Piece] = await plan(local)
         sent = await upload_pieces(self.client, local, pieces, progress, on_total=on_total)
         fields = {
@@ -152,9 +155,9 @@ class RemoteWorkspace:
             raise NotFound(f"{remote}: no such file")
         if entry["kind"] != "file":
             raise BadRequest(f"{remote} is a {entry['kind']}, not a file")
-        if local.is_dir():
+        if await trio.Path(local).is_dir():
             local = local / entry["name"]
-        if not local.parent.is_dir():
+        if not await trio.Path(local.parent).is_dir():
             raise LocalError(f"{local.parent}: no such directory")
         await download(self.client, entry["blocks"], local, entry["mode"], progress)
         return entry

@@ -46,6 +46,7 @@ from backend.errors import (
     BadRequest,
     HashMismatch,
     LoftError,
+    MissingChunks,
     NotFound,
     StoreError,
     TooLarge,
@@ -90,7 +91,9 @@ def _answer_errors(fn: Handler) -> Handler:
         try:
             response = await fn(request)
         except LoftError as err:
-            if err.status >= 500:
+            # A refusal is the client's business, and so is MissingChunks (it uploads
+            # them); anything else is the server failing, worth a line in its log.
+            if not err.permanent and not isinstance(err, MissingChunks):
                 log.error("%s %s: %s", request.method, request.url.path, err.message)
             response = cbor(err.to_wire(), err.status)
         except Exception:

@@ -83,7 +83,7 @@ async def serve(
     config.keep_alive_timeout = 75
     config.graceful_timeout = 2
     check_bind(config, listen)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
     blocks: BlockStore = await trio.to_thread.run_sync(open_block_store, blocks_url, data_dir)
     database = await trio.to_thread.run_sync(open_database, metadata_url, data_dir)
     metadata = MetadataStore(database)

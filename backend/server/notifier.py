@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import psycopg
 import trio
 
+from backend.retry import Backoff
 from backend.server.postgres_db import NOTIFY_CHANNEL
 
 log = logging.getLogger("loft.server")
@@ -53,19 +53,18 @@ class PostgresListener:
             stop.set()
 
     def _listen(self, stop: threading.Event) -> None:
-        delay = 0.5
+        backoff = Backoff(initial=0.5)
         while not stop.is_set():
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    delay = 0.5
+                    backoff.reset()
                     while not stop.is_set():
                         for note in conn.notifies(timeout=1.0):
                             ns, _, _seq = note.payload.partition(":")
                             trio.from_thread.run_sync(self.notifier.advanced, int(ns))
             except (psycopg.Error, OSError) as exc:
                 log.warning("change listener lost PostgreSQL (%s); retrying", exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                stop.wait(backoff.next())  # a thread: wakes early when the server stops
             except trio.RunFinishedError:
                 return

@@ -8,8 +8,8 @@ sees the whole object or none.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import boto3
 import botocore.config
@@ -19,6 +19,8 @@ import trio
 from backend.errors import StoreError
 
 _PREFIX = "chunks/"
+
+T = TypeVar("T")
 
 
 def _reason(exc: Exception) -> str:
@@ -108,7 +110,7 @@ class S3BlockStore:
             if not token:
                 return
 
-    async def _call(self, fn: Any, what: str) -> Any:
+    async def _call(self, fn: Callable[[], T], what: str) -> T:
         try:
             return await trio.to_thread.run_sync(fn)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:

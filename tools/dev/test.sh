@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: lint (ruff), type-check (mypy), then pytest.
+# The project's test command: lint (ruff), type-check (mypy), the import layers
+# (lint-imports, contracts in pyproject.toml), then pytest.
 #
 #   tools/dev/test.sh [pytest args...]
 #
@@ -7,8 +8,8 @@
 # in a fresh temp dir (tools/dev/services.sh) and stopped again on exit.
 # To reuse long-running services instead:
 #   tools/dev/services.sh start .loft-dev && . .loft-dev/env && tools/dev/test.sh -x
-# Knobs: LOFT_SKIP_LINT=1 skips ruff and mypy; LOFT_KEEP_SERVICES=1 keeps the temp dir
-# (logs, data) of services this script started.
+# Knobs: LOFT_SKIP_LINT=1 skips ruff, mypy and lint-imports; LOFT_KEEP_SERVICES=1
+# keeps the temp dir (logs, data) of services this script started.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -56,15 +57,21 @@ fi
 
 ruff_rc=0
 mypy_rc=0
+imports_rc=0
 if [[ "${LOFT_SKIP_LINT:-}" == 1 ]]; then
   ruff_rc=skipped
   mypy_rc=skipped
+  imports_rc=skipped
 else
   section "ruff check ."
   "$ROOT/.venv/bin/ruff" check . && echo "ruff: ok" || ruff_rc=$?
 
   section "mypy"
   "$ROOT/.venv/bin/mypy" || mypy_rc=$?
+
+  section "lint-imports"
+  # --no-cache: no .import_linter_cache/ left in the work tree
+  "$ROOT/.venv/bin/lint-imports" --no-cache || imports_rc=$?
 fi
 
 section "pytest"
@@ -75,7 +82,7 @@ if [[ $pytest_rc -eq 5 ]]; then
 fi
 
 section "summary"
-echo "ruff exit=$ruff_rc, mypy exit=$mypy_rc, pytest exit=$pytest_rc"
+echo "ruff exit=$ruff_rc, mypy exit=$mypy_rc, lint-imports exit=$imports_rc, pytest exit=$pytest_rc"
 
 rc=0
 if [[ $pytest_rc -ne 0 ]]; then
@@ -84,6 +91,8 @@ elif [[ $ruff_rc != 0 && $ruff_rc != skipped ]]; then
   rc=$ruff_rc
 elif [[ $mypy_rc != 0 && $mypy_rc != skipped ]]; then
   rc=$mypy_rc
+elif [[ $imports_rc != 0 && $imports_rc != skipped ]]; then
+  rc=$imports_rc
 fi
 if [[ $rc -eq 0 ]]; then
   echo "test.sh: all checks passed"
