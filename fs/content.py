@@ -1,16 +1,10 @@
-"""File content in the mount: lazy chunk reads, and staging files for writes.
+"""File content in the mount: lazy chunk reads.
 
 Reads of a file nobody is writing fetch only the chunks that cover the range asked
 for: from the LMDB chunk cache, else from the server (each chunk fetched once however
-many readers want it, verified against its id, then cached). A sequential reader
-gets the next chunks fetched ahead of it.
-
-A file being written lives in a *staging file* on local disk
-(``LOFT_HOME/staging/<entry id>``), never in memory, so a 1 GiB write keeps the
-mount's memory bounded. Every handle of that entry, readers included, reads the
-staging file while it exists. ``seal`` cuts a staging file into chunks (FastCDC),
-stores the new ones in the cache as *pending* (kept until uploaded) and returns the
-block list for the new version.
+many readers want it, verified against its id, then cached through the writer). A
+sequential reader gets the next chunks fetched ahead of it. Files being written are
+``fs.staging``'s.
 """
 
 from __future__ import annotations
@@ -19,18 +13,15 @@ import bisect
 import contextlib
 import errno
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import trio
 
-from backend import protocol as p
-from backend.chunking import cut
 from backend.client import Client
 from backend.errors import LoftError
+from cache.env import Txn, Writer
 from cache.store import Cache
 
 log = logging.getLogger("loft.fs")
@@ -50,8 +41,9 @@ class ContentError(Exception):
 class Fetcher:
     """Chunks by id: cache first, else the server; one download per chunk at a time."""
 
-    def __init__(self, cache: Cache, client: Client, timeout: float) -> None:
+    def __init__(self, cache: Cache, writer: Writer, client: Client, timeout: float) -> None:
         self.cache = cache
+        self.writer = writer
         self.client = client
         self.timeout = timeout
         self._inflight: dict[str, trio.Event] = {}
@@ -81,12 +73,12 @@ class Fetcher:
     async def keep(self, cid: str) -> None:
         """Have the chunk in the LMDB cache (for pins): a copy in memory alone does not
         count, as it is gone at the next start."""
-        if self.cache.has_chunk(cid):
+        if self.cache.chunks.has(cid):
             return
         hot = self._hot.pop(cid, None)
         if hot is not None:
             self._hot_bytes -= len(hot)
-            await trio.to_thread.run_sync(self.cache.put_chunk, cid, hot, False)
+            await self._store(cid, hot)
             return
         await self.get(cid)
 
@@ -94,7 +86,7 @@ class Fetcher:
         if self._nursery is None:
             return
         for cid in cids:
-            if cid not in self._inflight and not self.cache.has_chunk(cid):
+            if cid not in self._inflight and not self.cache.chunks.has(cid):
                 self._nursery.start_soon(self._prefetch_one, cid)
 
     async def _prefetch_one(self, cid: str) -> None:
@@ -106,7 +98,7 @@ class Fetcher:
             hot = self._hot.get(cid)
             if hot is not None:
                 return self._remember(cid, hot)
-            data = self.cache.chunk(cid)
+            data = self.cache.chunks.get(cid)
             if data is not None:
                 return self._remember(cid, data)
             waiting = self._inflight.get(cid)
@@ -116,11 +108,17 @@ class Fetcher:
         done = self._inflight[cid] = trio.Event()
         try:
             data = await self._download(cid)
-            await trio.to_thread.run_sync(self.cache.put_chunk, cid, data, False)
+            await self._store(cid, data)
             return self._remember(cid, data)
         finally:
             del self._inflight[cid]
             done.set()
+
+    async def _store(self, cid: str, data: bytes) -> None:
+        def put(txn: Txn) -> None:
+            self.cache.chunks.put(txn, cid, data, pending=False)
+
+        await self.writer.write(put)
 
     async def _download(self, cid: str) -> bytes:
         with trio.move_on_after(self.timeout):
@@ -174,47 +172,3 @@ async def read_blocks(fetcher: Fetcher, blocks: BlockMap, offset: int, size: int
     data = b"".join(pieces[i] for i in indices)
     skip = offset - blocks.starts[indices[0]]
     return data[skip : skip + size]
-
-
-class Staging:
-    """The directory of staging files: one per entry being written."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        # Left by a mount that died: writes never closed nor fsync'd, so never promised.
-        for leftover in root.iterdir():
-            leftover.unlink(missing_ok=True)
-
-    def path(self, entry_id: str) -> Path:
-        return self.root / entry_id
-
-    def exists(self, entry_id: str) -> bool:
-        return self.path(entry_id).exists()
-
-    def open(self, entry_id: str, truncate: bool) -> int:
-        flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0)
-        return os.open(self.path(entry_id), flags, 0o600)
-
-    def remove(self, entry_id: str) -> None:
-        self.path(entry_id).unlink(missing_ok=True)
-
-
-def seal(cache: Cache, fd: int) -> tuple[list[list[Any]], int]:
-    """Cut the staging file ``fd`` into chunks, cache new ones as pending. Blocking.
-
-    Returns the block list and size of the version it holds.
-    """
-    blocks: list[list[Any]] = []
-    size = 0
-    with open(os.dup(fd), "rb", buffering=0) as f:
-        f.seek(0)
-        for _offset, data in cut(f, os.fstat(fd).st_size):
-            cid = p.chunk_id(data)
-            # A chunk already cached came from the server or went to it: only new
-            # content waits for upload.
-            if not cache.has_chunk(cid):
-                cache.put_chunk(cid, bytes(data), pending=True)
-            blocks.append([cid, len(data)])
-            size += len(data)
-    return blocks, size

@@ -1,13 +1,15 @@
-"""Running a mount: the FUSE loop and the sync engine side by side, under trio.
+"""Running a mount: the composition root that owns every task of the mount.
 
-``serve_mount`` mounts, calls ``ready`` once the kernel has the mount, and serves
-until the mount is unmounted (``loft unmount``, ``fusermount3 -u``) or the process
-gets SIGINT/SIGTERM. On the way out it gives the uploader a bounded time to push
-what the journal holds; whatever is left stays journaled and goes out at the next
-mount.
+``serve_mount`` opens the cache, builds the parts (writer, replica, fetcher, stager,
+FUSE operations, invalidator, follower, uploader, pinner), mounts, calls ``ready``
+once the kernel has the mount, and serves until the mount is unmounted (``loft
+unmount``, ``fusermount3 -u``) or the process gets SIGINT/SIGTERM. Every long-lived
+task runs in the one nursery here and reports readiness with ``task_status``. On the
+way out, files still open are sealed and the uploader gets a bounded time to push what
+the journal holds; whatever is left stays journaled and goes out at the next mount.
 
 ``status.json`` in ``LOFT_HOME`` (rewritten each second) tells ``loft status`` how
-the mount is doing. Pinned content is fetched and kept by ``fs.pinning``.
+the mount is doing.
 """
 
 from __future__ import annotations
@@ -23,13 +25,23 @@ import pyfuse3
 import trio
 
 from backend.client import Client
+from backend.errors import LoftError
+from cache.env import Txn, Writer
 from cache.store import Cache
-from fs.content import Fetcher, Staging
+from fs.content import Fetcher
+from fs.follower import Follower
+from fs.invalidator import Invalidator
+from fs.link import Link
 from fs.operations import LoftOperations
 from fs.pinning import Pinner
-from fs.sync import SyncEngine
+from fs.replica import Replica, ViewChange
+from fs.staging import Stager
+from fs.uploader import Uploader
 
 log = logging.getLogger("loft.fs")
+
+FLUSH = 1.0
+"""Seconds between group commits to disk (and cache trims) while the mount runs."""
 
 
 async def serve_mount(
@@ -45,55 +57,102 @@ async def serve_mount(
     ready: Callable[[], None] = lambda: None,
 ) -> None:
     cache = Cache(home / "cache", cache_bytes)
-    staging = Staging(home / "staging")
     try:
-        async with Client(server, token, attempts=3, timeout=30.0) as client:
-            fetcher = Fetcher(cache, client, fetch_timeout)
-            sync = SyncEngine(cache, client, ns, device)
-            ops = LoftOperations(cache, fetcher, staging, sync.wake, sync.unstaged)
-            sync.fs = ops
-            pinner = Pinner(cache, fetcher)
-            # Where this device is mounted, for ``loft pin PATH`` with a local path.
-            cache.set_meta("mountpoint", str(mountpoint))
+        async with Client(server, token, attempts=3, timeout=30.0) as client, \
+                trio.open_nursery() as nursery:
+            writer = Writer(cache.env)
+            await nursery.start(writer.run)
+            def where(txn: Txn) -> None:
+                # Where and as whom this device mounts: ``loft pin PATH`` resolves local
+                # paths with it, and ``loft fsck`` replays the journal as this device.
+                cache.env.meta_put(txn, "mountpoint", str(mountpoint))
+                cache.env.meta_put(txn, "device", device)
+
+            await writer.write(where)
+            link = Link()
+            replica = Replica(cache, device)
+            fetcher = Fetcher(cache, writer, client, fetch_timeout)
+            stager = Stager(home / "staging", cache, writer, fetcher)
+            ops: LoftOperations | None = None
+            invalidator: Invalidator | None = None
+
+            def sink(changes: list[ViewChange]) -> None:
+                if ops is None or invalidator is None:
+                    return
+                for change in changes:
+                    if change.content:
+                        ops.content_changed(change.entry_id)
+                invalidator.queue(changes)
+
+            follower = Follower(cache, writer, replica, client, ns, link, sink)
+            uploader = Uploader(cache, writer, replica, client, ns, link, follower, sink)
+            ops = LoftOperations(cache, writer, replica, fetcher, stager, uploader.wake, sink)
+            invalidator = Invalidator(cache, ops.inodes)
+            ops.on_init = invalidator.kernel_ready.set
             if cache.meta("cursor") is None:
                 with trio.move_on_after(fetch_timeout):
                     try:
-                        await sync._bootstrap()
-                    except Exception as exc:  # offline at first start: an empty tree
+                        await follower.bootstrap()
+                    except LoftError as exc:  # offline at first start: an empty tree
                         log.warning("starting without the server: %s", exc)
-            options = set(pyfuse3.default_options)
-            options.discard("default_permissions")
-            options |= {"fsname=loft", "subtype=loft", "default_permissions"}
-            pyfuse3.init(ops, str(mountpoint), options)
-            unmounted = False
-            try:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(fetcher.run)
-                    nursery.start_soon(sync.run)
-                    nursery.start_soon(pinner.run)
-                    nursery.start_soon(_status_writer, home, sync, cache)
-                    nursery.start_soon(_on_signal)
-                    log.info("mounted %s at %s", server, mountpoint)
-                    ready()
-                    await pyfuse3.main()
-                    unmounted = True
-                    for entry_id, staged in list(ops.staged.items()):
-                        if staged.modified:  # still open at unmount: keep what was written
-                            await ops._seal(entry_id)
-                    with trio.move_on_after(push_timeout):
-                        await sync.drain()
-                    left = cache.journal_size()
-                    if left:
-                        log.warning("%d change(s) stay journaled for the next mount", left)
-                    nursery.cancel_scope.cancel()
-            finally:
-                pyfuse3.close(unmount=not unmounted)
-                for entry_id in list(ops.staged):
-                    ops._drop_staging(entry_id)
+            await _serve(nursery, ops, mountpoint, fetcher, invalidator, follower, uploader,
+                         cache, writer, link, home, ready, push_timeout)
+            nursery.cancel_scope.cancel()
     finally:
         cache.close()
         (home / "status.json").unlink(missing_ok=True)
         log.info("unmounted %s", mountpoint)
+
+
+async def _serve(
+    nursery: trio.Nursery, ops: LoftOperations, mountpoint: Path, fetcher: Fetcher,
+    invalidator: Invalidator, follower: Follower, uploader: Uploader, cache: Cache,
+    writer: Writer, link: Link, home: Path, ready: Callable[[], None], push_timeout: float,
+) -> None:
+    options = set(pyfuse3.default_options)
+    options.discard("default_permissions")
+    options |= {"fsname=loft", "subtype=loft", "default_permissions"}
+    pyfuse3.init(ops, str(mountpoint), options)
+    unmounted = False
+    try:
+        await nursery.start(fetcher.run)
+        await nursery.start(invalidator.run)
+        await nursery.start(follower.run)
+        await nursery.start(uploader.run)
+        await nursery.start(Pinner(cache, fetcher).run)
+        await nursery.start(_housekeeping, cache, writer)
+        await nursery.start(_status_writer, home, link, cache)
+        nursery.start_soon(_on_signal)
+        log.info("mounted at %s", mountpoint)
+        ready()
+        await pyfuse3.main()
+        unmounted = True
+        for entry_id, staged in list(ops.stager.staged.items()):
+            if staged.modified:  # still open at unmount: keep what was written
+                await ops.seal(entry_id)
+        with trio.move_on_after(push_timeout):
+            await uploader.drain()
+        with cache.read() as txn:
+            left = cache.journal.size(txn)
+        if left:
+            log.warning("%d change(s) stay journaled for the next mount", left)
+    finally:
+        pyfuse3.close(unmount=not unmounted)
+        ops.stager.drop_all()
+
+
+async def _housekeeping(
+    cache: Cache, writer: Writer, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Once a second: journaled changes reach the disk for good; the cache is trimmed
+    (a bounded amount per writer job, so no request waits long behind it)."""
+    task_status.started()
+    while True:
+        await trio.sleep(FLUSH)
+        await trio.to_thread.run_sync(cache.flush)
+        freed = 1
+        while freed:  # a bounded trim per job: requests queued meanwhile go between
+            freed = await writer.write(cache.trim)
 
 
 async def _on_signal() -> None:
@@ -104,16 +163,26 @@ async def _on_signal() -> None:
             return
 
 
-async def _status_writer(home: Path, sync: SyncEngine, cache: Cache) -> None:
+async def _status_writer(
+    home: Path, link: Link, cache: Cache,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     path = home / "status.json"
+    task_status.started()
     while True:
-        usage = await trio.to_thread.run_sync(cache.usage)
+        usage = await trio.to_thread.run_sync(cache.chunks.usage)
+
+        def counts(txn: Txn) -> tuple[int, object]:
+            return cache.journal.size(txn), cache.env.meta_get(txn, "cursor", 0)
+
+        with cache.read() as txn:
+            pending, cursor = counts(txn)
         status = {
             "pid": os.getpid(),
-            "online": sync.online,
-            "error": sync.last_error,
-            "pending_ops": cache.journal_size(),
-            "cursor": cache.meta("cursor", 0),
+            "online": link.online,
+            "error": link.last_error,
+            "pending_ops": pending,
+            "cursor": cursor,
             **usage,
         }
         tmp = path.with_suffix(".tmp")

@@ -26,6 +26,7 @@ import math
 
 import trio
 
+from backend.retry import Backoff
 from backend.transfer import for_each
 from cache.store import Cache
 from fs.content import ContentError, Fetcher
@@ -54,22 +55,24 @@ class Pinner:
         with self.cache.read() as txn:
             return (
                 tuple(self.cache.pins(txn)),
-                self.cache._meta_get(txn, "cursor"),
-                self.cache._meta_get(txn, "journal_seq", 0),
+                self.cache.env.meta_get(txn, "cursor"),
+                self.cache.env.meta_get(txn, "journal_seq", 0),
             )
 
-    async def run(self) -> None:
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
         seen: tuple[object, ...] | None = None
         checked = -math.inf
-        backoff = 1.0
+        backoff = Backoff(initial=1.0, maximum=RESCAN)
         while True:
             state = self._state()
             if state[0] and (state != seen or trio.current_time() - checked > RESCAN):
                 if await self.fetch_missing():
-                    seen, checked, backoff = state, trio.current_time(), 1.0
+                    seen, checked = state, trio.current_time()
+                    backoff.reset()
                 else:
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, RESCAN)
+                    await backoff.wait()
+            # ``loft pin`` writes from its own process: there is no event to wait on.
             await trio.sleep(POLL)
 
     async def fetch_missing(self) -> bool:

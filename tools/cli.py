@@ -26,7 +26,7 @@ import trio
 from tqdm import tqdm
 
 from backend.client import Client
-from backend.errors import LocalError, LoftError
+from backend.errors import LocalError, LoftError, first_of
 from tools import pins
 from tools.home import Device, alive, home_dir, load_device, save_device
 from tools.workspace import RemoteWorkspace
@@ -34,6 +34,8 @@ from tools.workspace import RemoteWorkspace
 log = logging.getLogger("loft")
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
+UNMOUNT_SECONDS = 60.0
+"""How long ``loft unmount`` waits for the mount process to finish and exit."""
 
 
 def _password(prompt: str = "Password: ", confirm: bool = False) -> str:
@@ -93,6 +95,32 @@ def cmd_user_add(args: argparse.Namespace) -> None:
 
 
 def cmd_fsck(args: argparse.Namespace) -> None:
+    """Check a server's stores (``--data``), else this device's state (``--home``)."""
+    if args.data is None:
+        if args.metadata or args.blocks:
+            raise LocalError("--metadata and --blocks name a server's stores: give --data too")
+        _fsck_device(home_dir(args.home))
+        return
+    _fsck_server(args)
+
+
+def _fsck_device(home: Path) -> None:
+    """``fs.fsck.check_device``: one line per problem and exit 1, else ``clean``."""
+    if not home.is_dir():
+        raise LocalError(
+            f"{home}: no such device home (give --home DIR, or --data DIR to check a server)"
+        )
+    from fs.fsck import check_device
+
+    problems = check_device(home)
+    for problem in problems:
+        print(problem)
+    if problems:
+        sys.exit(1)
+    print("clean")
+
+
+def _fsck_server(args: argparse.Namespace) -> None:
     from backend.server.blocks import open_block_store
     from backend.server.fsck import check
     from backend.server.main import open_metadata
@@ -185,7 +213,7 @@ def cmd_put(args: argparse.Namespace) -> None:
                 bar.refresh()
 
             result = await ws.put(local, args.remote, bar.update, on_total=total)
-        size = local.stat().st_size
+        size = (await trio.Path(local).stat()).st_size
         print(
             f"{args.remote}: {_human(size)} committed at revision {result['seq']}"
             f" ({_human(result['sent'])} uploaded)"
@@ -306,10 +334,17 @@ def cmd_unmount(args: argparse.Namespace) -> None:
         )
     pid_file = home / "mount.pid"
     if pid_file.exists():
+        # The mount pushes what is pending (a bounded time) and closes its cache on
+        # the way out: unmounted means that process is gone.
         pid = int(pid_file.read_text())
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + UNMOUNT_SECONDS
         while time.monotonic() < deadline and alive(pid):
             time.sleep(0.05)
+        if alive(pid):
+            raise LocalError(
+                f"the mount process {pid} is still running {UNMOUNT_SECONDS:.0f}s after"
+                f" the unmount; see {home / 'mount.log'}"
+            )
         pid_file.unlink(missing_ok=True)
     print(f"unmounted {mountpoint}")
 
@@ -339,11 +374,12 @@ def cmd_status(args: argparse.Namespace) -> None:
         with pins.device_cache(home) as cache:
             for pin in pins.report(cache):
                 print(f"pinned:  {_pin_summary(pin)}")
-            copies = pins.conflicts(cache)
-        if copies:
-            more = f" and {len(copies) - 3} more" if len(copies) > 3 else ""
-            copy = "copy" if len(copies) == 1 else "copies"
-            print(f"conflicts: {len(copies)} conflicted {copy}: {', '.join(copies[:3])}{more}")
+            notes = pins.conflicts(cache)
+        for note in notes[:5]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(note["time"]))
+            print(f"conflict: {when} {note['path']}: {note['detail']} ({note['kind']})")
+        if len(notes) > 5:
+            print(f"conflict: and {len(notes) - 5} more (see the mount's log)")
 
     async def run() -> None:
         async with Client(device.server, device.token, attempts=1, timeout=5) as client:
@@ -412,8 +448,8 @@ def cmd_unpin(args: argparse.Namespace) -> None:
 # --- argument parsing --------------------------------------------------------------
 
 
-def _server_store_args(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--data", required=True, help="the server's data directory")
+def _server_store_args(sub: argparse.ArgumentParser, required: bool = True) -> None:
+    sub.add_argument("--data", required=required, help="the server's data directory")
     sub.add_argument("--metadata", help="sqlite:///PATH or postgresql://... (default: DATA)")
     sub.add_argument("--blocks", help="file:///DIR or s3://BUCKET?endpoint=URL (default: DATA)")
 
@@ -451,8 +487,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("name")
     _server_store_args(sub)
 
-    sub = command("fsck", cmd_fsck, "check the server's stores for consistency")
-    _server_store_args(sub)
+    sub = command(
+        "fsck",
+        cmd_fsck,
+        "check a server's stores (--data DIR), or else this device's state (--home DIR)",
+    )
+    _server_store_args(sub, required=False)
+    sub.add_argument(
+        "--home",
+        default=argparse.SUPPRESS,  # else it would hide a --home given before "fsck"
+        help="the device to check (as before the command; env LOFT_HOME, default ~/.loft)",
+    )
 
     sub = command(
         "login", cmd_login, "log this device in (password from LOFT_PASSWORD or a prompt)"
@@ -529,18 +574,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _loft_error(exc: BaseException) -> LoftError | None:
-    """The first ``LoftError`` in ``exc``, looking inside exception groups."""
-    if isinstance(exc, LoftError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _loft_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -564,7 +597,7 @@ def main(argv: list[str] | None = None) -> None:
     except BaseException as exc:
         if isinstance(exc, SystemExit):
             raise
-        err = _loft_error(exc)
+        err = first_of(exc, LoftError)
         if err is None:
             raise
         print(f"loft: {err}", file=sys.stderr)

@@ -24,11 +24,9 @@ from typing import Any
 
 from backend import protocol as p
 from backend.errors import LocalError
-from cache.store import Cache
+from cache.records import ConflictNote
+from cache.store import Cache, PinUsage
 from tools.home import alive
-
-CONFLICT_MARK = " (conflicted copy from "
-"""What every conflicted copy's name holds (``fs.sync.conflicted_name``)."""
 
 
 @contextlib.contextmanager
@@ -70,7 +68,7 @@ def resolve(cache: Cache, raw: str) -> tuple[str, str]:
     """``(workspace path, entry id)`` of ``raw`` in this device's replica of the tree."""
     path = workspace_path(cache, raw)
     with cache.read() as txn:
-        entry_id = cache.lookup_path(txn, path)
+        entry_id = cache.view.lookup_path(txn, path)
     if entry_id is None:
         raise LocalError(f"{path}: no such file or folder on this device")
     return path, entry_id
@@ -80,16 +78,16 @@ def pinned_above(cache: Cache, entry_id: str) -> str | None:
     """The path of the nearest pinned folder holding ``entry_id``, if any."""
     with cache.read() as txn:
         pins = set(cache.pins(txn))
-        entry = cache.entry(txn, entry_id)
+        entry = cache.view.get(txn, entry_id)
         while entry is not None and entry["id"] != p.ROOT_ID:
             parent = entry["parent"]
             if parent in pins:
-                return cache.path_of(txn, parent)
-            entry = cache.entry(txn, parent)
+                return cache.view.path_of(txn, parent)
+            entry = cache.view.get(txn, parent)
     return None
 
 
-def usage(cache: Cache, entry_id: str) -> dict[str, int]:
+def usage(cache: Cache, entry_id: str) -> PinUsage:
     """``files``, ``bytes`` and ``missing`` (bytes not yet cached) of a pin."""
     with cache.read() as txn:
         return cache.pin_usage(txn, entry_id)
@@ -98,7 +96,7 @@ def usage(cache: Cache, entry_id: str) -> dict[str, int]:
 def describe(cache: Cache, entry_id: str) -> dict[str, Any] | None:
     """A pin's ``path``, ``kind`` and ``usage``; None if its entry is gone."""
     with cache.read() as txn:
-        entry, path = cache.entry(txn, entry_id), cache.path_of(txn, entry_id)
+        entry, path = cache.view.get(txn, entry_id), cache.view.path_of(txn, entry_id)
         if entry is None or path is None:
             return None
         return {"path": path, "kind": entry["kind"], **cache.pin_usage(txn, entry_id)}
@@ -112,8 +110,8 @@ def report(cache: Cache) -> list[dict[str, Any]]:
     return sorted((pin for pin in found if pin is not None), key=lambda pin: pin["path"])
 
 
-def conflicts(cache: Cache) -> list[str]:
-    """Paths of the conflicted copies in the tree (a scan of names, no record decoded)."""
+def conflicts(cache: Cache, limit: int = 50) -> list[ConflictNote]:
+    """The conflicts this device's reconciler settled, newest first (``loft status``):
+    read from the record made when each was decided, not guessed from file names."""
     with cache.read() as txn:
-        found = [cache.path_of(txn, entry_id) for entry_id in cache.names_with(txn, CONFLICT_MARK)]
-    return sorted(path for path in found if path is not None)
+        return cache.conflicts(txn, limit)

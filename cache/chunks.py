@@ -1,0 +1,145 @@
+"""The chunk cache: chunk contents by id, with a size cap and LRU eviction.
+
+Chunks marked ``pending`` (written locally, not yet uploaded) are never evicted;
+neither are the chunks of the current version of a pinned file (``cache.pins``);
+others are evicted least-recently-used first once the cache exceeds its cap.
+
+Reads never write: a read notes its use in memory (``_used``), and the writer folds
+those notes into the ``lru`` order when it next trims (``flush_ticks``), so a cached
+read never waits for the writer lock. A use noted in memory and lost in a crash only
+makes that chunk look older.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from backend import protocol as p
+from cache.env import Env, Q, Txn
+
+
+class ChunkMeta(TypedDict):
+    size: int
+    tick: int
+    pending: bool
+
+
+class Usage(TypedDict):
+    bytes: int
+    pending_bytes: int
+    chunks: int
+    cap: int
+
+
+class Chunks:
+    def __init__(self, env: Env, cap: int) -> None:
+        self.env = env
+        self.cap = cap
+        self.data = env.db["chunks"]
+        self.meta_db = env.db["chunk_meta"]
+        self.lru = env.db["lru"]
+        self._used: set[str] = set()
+
+    # --- reads (any thread, never write) -----------------------------------------
+
+    def get(self, cid: str) -> bytes | None:
+        with self.env.read() as txn:
+            data = txn.get(cid.encode(), db=self.data)
+            if data is None:
+                return None
+            content = bytes(data)
+        self._used.add(cid)
+        return content
+
+    def has(self, cid: str) -> bool:
+        with self.env.read() as txn:
+            return txn.get(cid.encode(), db=self.meta_db) is not None
+
+    def meta(self, txn: Txn, cid: str) -> ChunkMeta | None:
+        raw = txn.get(cid.encode(), db=self.meta_db)
+        return p.decode(bytes(raw)) if raw is not None else None
+
+    def usage(self) -> Usage:
+        with self.env.read() as txn:
+            pending = 0
+            for _, raw in txn.cursor(db=self.meta_db):
+                meta = p.decode(bytes(raw))
+                if meta["pending"]:
+                    pending += meta["size"]
+            return Usage(
+                bytes=int(self.env.meta_get(txn, "bytes", 0)),
+                pending_bytes=pending,
+                chunks=self.env.count(txn, "chunks"),
+                cap=self.cap,
+            )
+
+    # --- writes (the writer's thread) --------------------------------------------
+
+    def _tick(self, txn: Txn) -> int:
+        tick = int(self.env.meta_get(txn, "tick", 0)) + 1
+        self.env.meta_put(txn, "tick", tick)
+        return tick
+
+    def put(self, txn: Txn, cid: str, data: bytes, pending: bool) -> None:
+        """Cache a chunk; ``pending`` chunks wait for upload and are never evicted."""
+        meta = self.meta(txn, cid)
+        if meta is not None:
+            if pending and not meta["pending"]:
+                meta["pending"] = True
+                txn.put(cid.encode(), p.encode(meta), db=self.meta_db)
+            return
+        tick = self._tick(txn)
+        txn.put(cid.encode(), data, db=self.data)
+        txn.put(cid.encode(), p.encode(ChunkMeta(size=len(data), tick=tick, pending=pending)),
+                db=self.meta_db)
+        txn.put(Q.pack(tick) + cid.encode(), b"", db=self.lru)
+        self.env.meta_put(txn, "bytes", int(self.env.meta_get(txn, "bytes", 0)) + len(data))
+
+    def uploaded(self, txn: Txn, cids: list[str]) -> None:
+        """These chunks reached the server: they may be evicted from now on."""
+        for cid in cids:
+            meta = self.meta(txn, cid)
+            if meta is not None and meta["pending"]:
+                meta["pending"] = False
+                txn.put(cid.encode(), p.encode(meta), db=self.meta_db)
+
+    def flush_ticks(self, txn: Txn) -> None:
+        """Move the chunks read since the last call to the young end of the LRU."""
+        used, self._used = self._used, set()
+        for cid in used:
+            meta = self.meta(txn, cid)
+            if meta is None:
+                continue
+            txn.delete(Q.pack(meta["tick"]) + cid.encode(), db=self.lru)
+            meta["tick"] = self._tick(txn)
+            txn.put(Q.pack(meta["tick"]) + cid.encode(), b"", db=self.lru)
+            txn.put(cid.encode(), p.encode(meta), db=self.meta_db)
+
+    def evict(self, txn: Txn, pinned: set[str], budget: int = 256) -> int:
+        """Drop least-recently-used chunks until under the cap, never pending or pinned
+        ones, at most ``budget`` per call (the writer is shared: the caller calls
+        again while this returns non-zero); bytes freed."""
+        total = int(self.env.meta_get(txn, "bytes", 0))
+        if total <= self.cap:
+            return 0
+        freed = 0
+        victims: list[bytes] = []
+        for key, _ in txn.cursor(db=self.lru):
+            if total - freed <= self.cap or len(victims) >= budget:
+                break
+            key = bytes(key)
+            cid = key[8:]
+            meta = self.meta(txn, cid.decode())
+            if meta is None:
+                victims.append(key)
+                continue
+            if meta["pending"] or cid.decode() in pinned:
+                continue
+            victims.append(key)
+            txn.delete(cid, db=self.data)
+            txn.delete(cid, db=self.meta_db)
+            freed += meta["size"]
+        for key in victims:
+            txn.delete(key, db=self.lru)
+        self.env.meta_put(txn, "bytes", total - freed)
+        return freed

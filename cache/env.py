@@ -1,0 +1,194 @@
+"""The LMDB environment of a device, and the one writer of the mount.
+
+Sub-databases (keys and values are bytes; CBOR where a value is a record of
+``cache.records``):
+
+    =========== ============================== ========================================
+    name        key                            value
+    =========== ============================== ========================================
+    meta        b"cursor", b"ns", b"next_ino", CBOR int
+                b"journal_seq", b"bytes",
+                b"conflict_seq"
+                b"inflight"                    CBOR ``Batch`` or null
+                b"overlay"                     CBOR list of the entry ids the last
+                                               replay laid over the remote tree
+                b"mountpoint", b"device"       CBOR str: where and as whom the device
+                                               last mounted (``loft pin``, ``fsck``)
+    entries     entry id                       CBOR ``Entry``: the view (what the
+                                               mount shows: remote + the journal)
+    children    parent id + b"/" + name        entry id, for ``entries``
+    rentries    entry id                       CBOR ``Entry``: the server's tree as of
+                                               ``cursor`` (only the feed writes it)
+    rchildren   parent id + b"/" + name        entry id, for ``rentries``
+    inodes      inode, 8 bytes big-endian      entry id
+    inode_of    entry id                       inode, 8 bytes big-endian
+    chunks      chunk id (ascii)               the chunk's plain content
+    chunk_meta  chunk id                       CBOR {size, tick, pending}
+    lru         tick (8 bytes BE) + chunk id   b"" (eviction order, oldest first)
+    journal     sequence, 8 bytes big-endian   CBOR ``Record``
+    pins        entry id                       CBOR 1: pinned (see ``cache.pins``)
+    conflicts   sequence, 8 bytes big-endian   CBOR ``ConflictNote``
+    =========== ============================== ========================================
+
+Durability: the environment is opened without a sync per commit. After ``kill -9``
+of the mount every committed transaction is intact (LMDB writes go through the OS
+page cache); ``flush()`` (an fsync) makes them survive a power cut too, and is called
+on ``fsync``/``close`` and by the mount once a second while anything is unflushed.
+
+The writer: every write transaction of the mount runs through ``Writer``, on one
+worker thread at a time, never on the event loop; jobs that arrive together share one
+transaction (each in a nested transaction of its own, so one failing job aborts only
+itself). A job is a plain function of the transaction: it cannot ``await``, so no
+transaction ever spans an ``await``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import lmdb
+import trio
+
+from backend import protocol as p
+
+T = TypeVar("T")
+
+Txn = Any
+"""An ``lmdb.Transaction``; its values are bytes or buffers, which typing cannot tell."""
+
+Q = struct.Struct(">Q")
+DBS = (
+    "meta",
+    "entries",
+    "children",
+    "rentries",
+    "rchildren",
+    "inodes",
+    "inode_of",
+    "chunks",
+    "chunk_meta",
+    "lru",
+    "journal",
+    "pins",
+    "conflicts",
+)
+LAYOUT = 2
+"""Bumped when the meaning of a sub-database changes; an older cache is rebuilt."""
+
+
+class Env:
+    """One LMDB environment and its named sub-databases."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.lmdb = lmdb.open(
+            str(path), map_size=1 << 40, max_dbs=len(DBS) + 4, sync=False, metasync=False
+        )
+        self.db = {name: self.lmdb.open_db(name.encode()) for name in DBS}
+
+    def read(self) -> Txn:
+        return self.lmdb.begin()
+
+    def write(self) -> Txn:
+        """A write transaction on the caller's thread: for tools and start-up only;
+        the running mount writes through its ``Writer``."""
+        return self.lmdb.begin(write=True)
+
+    def flush(self) -> None:
+        """Make every committed transaction durable (fsync). Blocking."""
+        self.lmdb.sync(True)
+
+    def close(self) -> None:
+        self.lmdb.sync(True)
+        self.lmdb.close()
+
+    # --- meta ---------------------------------------------------------------------
+
+    def meta_get(self, txn: Txn, key: str, default: Any = None) -> Any:
+        raw = txn.get(key.encode(), db=self.db["meta"])
+        return default if raw is None else p.decode(bytes(raw))
+
+    def meta_put(self, txn: Txn, key: str, value: Any) -> None:
+        txn.put(key.encode(), p.encode(value), db=self.db["meta"])
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        with self.read() as txn:
+            return self.meta_get(txn, key, default)
+
+    def count(self, txn: Txn, name: str) -> int:
+        return int(txn.stat(self.db[name])["entries"])
+
+
+@dataclass
+class _Job(Generic[T]):
+    fn: Callable[[Txn], T]
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class Writer:
+    """The mount's one LMDB writer: ``await writer.write(fn)`` runs ``fn(txn)`` in a
+    write transaction on a worker thread and returns its result (or raises its error).
+
+    Use as ``await nursery.start(writer.run)``; ``write`` before that, or after the
+    writer stopped, runs the job on a worker thread alone.
+    """
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self._jobs: list[_Job[Any]] = []
+        self._wake = trio.Event()
+        self._running = False
+        self._limit = trio.CapacityLimiter(1)
+
+    async def write(self, fn: Callable[[Txn], T]) -> T:
+        job: _Job[T] = _Job(fn)
+        if not self._running:
+            await trio.to_thread.run_sync(self._commit, [job], limiter=self._limit)
+        else:
+            self._jobs.append(job)
+            self._wake.set()
+            await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._running = True
+        task_status.started()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                jobs, self._jobs = self._jobs, []
+                with trio.CancelScope(shield=True):  # a job taken is a job finished
+                    await trio.to_thread.run_sync(self._commit, jobs, limiter=self._limit)
+        finally:
+            self._running = False
+            jobs, self._jobs = self._jobs, []
+            if jobs:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self._commit, jobs, limiter=self._limit)
+
+    def _commit(self, jobs: list[_Job[Any]]) -> None:
+        try:
+            with self.env.write() as txn:
+                for job in jobs:
+                    try:
+                        with self.env.lmdb.begin(write=True, parent=txn) as child:
+                            job.result = job.fn(child)
+                    except BaseException as exc:  # handed to the job's own caller
+                        job.error = exc
+        except BaseException as exc:  # the commit itself failed (disk full): all fail
+            for job in jobs:
+                if job.error is None:
+                    job.error = exc
+        finally:
+            for job in jobs:
+                trio.from_thread.run_sync(job.done.set)

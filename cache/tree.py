@@ -1,0 +1,132 @@
+"""A tree of entries in LMDB: entries by id and a name index (parent, name) → id.
+
+The device keeps two: the *view* (``entries``/``children``: what the mount shows) and
+the *remote* tree (``rentries``/``rchildren``: the server's tree as of the changes
+feed's cursor). Invariants, checked by ``cache.fsck``: every entry but the root has
+exactly one name key, which points back at it; no two entries share a name; every
+parent is a live folder; no entry is its own ancestor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from backend import protocol as p
+from cache.env import Env, Txn
+from cache.records import Entry
+
+
+def child_key(parent: str, name: str) -> bytes:
+    return parent.encode() + b"/" + name.encode()
+
+
+def root_entry(mtime: int) -> Entry:
+    return Entry(
+        id=p.ROOT_ID, parent="", name="", kind="dir", rev=0, size=0, mode=0o755, mtime=mtime
+    )
+
+
+class Tree:
+    """Read and write one tree inside the caller's transaction."""
+
+    def __init__(self, env: Env, entries: str, children: str) -> None:
+        self.env = env
+        self.entries = env.db[entries]
+        self.names = env.db[children]
+
+    def get(self, txn: Txn, entry_id: str) -> Entry | None:
+        raw = txn.get(entry_id.encode(), db=self.entries)
+        return p.decode(bytes(raw)) if raw is not None else None
+
+    def child(self, txn: Txn, parent: str, name: str) -> str | None:
+        raw = txn.get(child_key(parent, name), db=self.names)
+        return bytes(raw).decode() if raw is not None else None
+
+    def children(self, txn: Txn, parent: str) -> Iterator[tuple[str, str]]:
+        """``(name, entry id)`` of every child, in byte order of the names."""
+        prefix = parent.encode() + b"/"
+        cursor = txn.cursor(db=self.names)
+        if not cursor.set_range(prefix):
+            return
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            yield bytes(key[len(prefix) :]).decode(), bytes(value).decode()
+
+    def has_children(self, txn: Txn, parent: str) -> bool:
+        return next(self.children(txn, parent), None) is not None
+
+    def all(self, txn: Txn) -> Iterator[Entry]:
+        for _, raw in txn.cursor(db=self.entries):
+            yield p.decode(bytes(raw))
+
+    def put(self, txn: Txn, entry: Entry) -> None:
+        """Store ``entry``, moving its name key if its parent or name changed. The
+        name key of another entry is never removed here: the caller frees a name
+        (``drop``, or ``put`` of its holder elsewhere) before reusing it."""
+        old = self.get(txn, entry["id"])
+        if old is not None and (old["parent"], old["name"]) != (entry["parent"], entry["name"]):
+            self._unname(txn, old)
+        if entry["id"] != p.ROOT_ID:
+            txn.put(child_key(entry["parent"], entry["name"]), entry["id"].encode(), db=self.names)
+        txn.put(entry["id"].encode(), p.encode(entry), db=self.entries)
+
+    def drop(self, txn: Txn, entry_id: str) -> Entry | None:
+        old = self.get(txn, entry_id)
+        if old is None:
+            return None
+        self._unname(txn, old)
+        txn.delete(entry_id.encode(), db=self.entries)
+        return old
+
+    def _unname(self, txn: Txn, entry: Entry) -> None:
+        key = child_key(entry["parent"], entry["name"])
+        if txn.get(key, db=self.names) == entry["id"].encode():
+            txn.delete(key, db=self.names)
+
+    def lookup_path(self, txn: Txn, path: str) -> str | None:
+        """The entry id at workspace path ``path`` (``/a/b``)."""
+        entry_id: str | None = p.ROOT_ID
+        for name in p.split_path(path):
+            assert entry_id is not None
+            entry_id = self.child(txn, entry_id, name)
+            if entry_id is None:
+                return None
+        return entry_id
+
+    def path_of(self, txn: Txn, entry_id: str) -> str | None:
+        """The workspace path of an entry, or None if it is gone (or cut off)."""
+        names: list[str] = []
+        while entry_id != p.ROOT_ID:
+            entry = self.get(txn, entry_id)
+            if entry is None or len(names) > 4096:
+                return None
+            names.append(entry["name"])
+            entry_id = entry["parent"]
+        return p.join_path(reversed(names))
+
+    def ancestors(self, txn: Txn, folder: str) -> list[str]:
+        """The ids above ``folder`` (not itself), nearest first, up to the root."""
+        out: list[str] = []
+        entry = self.get(txn, folder)
+        while entry is not None and entry["id"] != p.ROOT_ID and len(out) < 4096:
+            out.append(entry["parent"])
+            entry = self.get(txn, entry["parent"])
+        return out
+
+    def files_under(self, txn: Txn, roots: list[str]) -> Iterator[Entry]:
+        """Every file entry among ``roots`` or under the folders among them, once."""
+        seen: set[str] = set()
+        stack = list(roots)
+        while stack:
+            entry_id = stack.pop()
+            if entry_id in seen:
+                continue
+            seen.add(entry_id)
+            entry = self.get(txn, entry_id)
+            if entry is None:
+                continue
+            if entry["kind"] == "dir":
+                stack.extend(child for _, child in self.children(txn, entry_id))
+            elif entry["kind"] == "file":
+                yield entry

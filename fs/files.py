@@ -1,0 +1,165 @@
+"""The FUSE handlers of file content: open, read, write, close, fsync, truncate.
+
+A file opened for writing gets a staging file (``fs.staging``), made under the entry's
+own lock; reads of a file nobody writes fetch only the chunks they need
+(``fs.content``). Close-to-open: the last close of a written file (or ``fsync``)
+seals it into a new version, based on the version the writer started from, and
+returns once that is durable on this device (a group commit shared by the closes
+that arrive together).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from typing import Any
+
+import pyfuse3
+import trio
+
+from cache.records import Entry
+from fs.content import BlockMap, read_blocks
+from fs.core import Handle, MountCore, new_op
+from fs.errors import errors, fail
+
+log = logging.getLogger("loft.fs")
+
+
+class FileHandlers(MountCore):
+    async def _truncate(self, entry: Entry, size: int) -> None:
+        async with self.stager.lock(entry["id"]):
+            staged = await self.stager.stage(await self._current(entry), truncate=size == 0)
+            os.ftruncate(staged.fd, size)
+            staged.modified, staged.mtime = True, time.time_ns()
+            await self._unstage(entry["id"])
+
+    async def _current(self, entry: Entry) -> Entry:
+        with self.cache.read() as txn:
+            return self.view.get(txn, entry["id"]) or entry
+
+    async def _unstage(self, entry_id: str) -> None:
+        """One holder is done with the staging file (the caller holds the entry's
+        lock); the last one seals and drops it."""
+        staged = self.stager.staged.get(entry_id)
+        if staged is None:
+            return
+        staged.opens -= 1
+        if staged.opens > 0:
+            return
+        if staged.modified:
+            await self._seal(entry_id)
+        self.stager.drop(entry_id)
+
+    async def seal(self, entry_id: str) -> None:
+        """Make what is written to the entry so far a version (at unmount too)."""
+        async with self.stager.lock(entry_id):
+            staged = self.stager.staged.get(entry_id)
+            if staged is not None and staged.modified:
+                await self._seal(entry_id)
+
+    async def _seal(self, entry_id: str) -> None:
+        """The staging file's content becomes a new version: chunks, view, journal."""
+        staged = self.stager.staged[entry_id]
+        blocks, size = await self.stager.seal(staged)
+        op = new_op("update", entry=entry_id, size=size, mtime=staged.mtime, blocks=blocks)
+        base = staged.base
+        changes = await self._change(lambda txn: self.replica.record_update(txn, op, base))
+        staged.modified = False
+        staged.base = Entry(**{**base, "size": size, "blocks": blocks})
+        self.versions[entry_id] = self.versions.get(entry_id, 0) + 1
+        if changes:
+            self.view_changed(changes)
+        log.debug("sealed %s: %d bytes in %d chunk(s)", entry_id, size, len(blocks))
+
+    def _handle(self, entry: Entry, ino: int, writable: bool) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = Handle(entry["id"], ino, writable, entry)
+        return fh
+
+    @errors
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        with self.cache.read() as txn:
+            entry = self._entry(txn, inode)
+        if entry["kind"] == "dir":
+            raise fail(errno.EISDIR)
+        writable = flags & os.O_ACCMODE != os.O_RDONLY or bool(flags & os.O_TRUNC)
+        if writable:
+            async with self.stager.lock(entry["id"]):
+                await self.stager.stage(await self._current(entry), bool(flags & os.O_TRUNC))
+        fh = self._handle(entry, inode, writable)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=entry["id"] not in self.stager.staged)
+
+    @errors
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        entry, ino = await self._create_entry(parent_inode, name, "file", mode)
+        async with self.stager.lock(entry["id"]):
+            await self.stager.stage(entry, truncate=True)
+        fh = self._handle(entry, ino, True)
+        return pyfuse3.FileInfo(fh=fh), self.attributes(entry, ino)
+
+    @errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self.handles[fh]
+        staged = self.stager.staged.get(handle.entry_id)
+        if staged is not None:
+            return os.pread(staged.fd, size, off)
+        version = self.versions.get(handle.entry_id, 0)
+        if handle.blocks is None or handle.version != version:
+            with self.cache.read() as txn:
+                entry = self.view.get(txn, handle.entry_id) or handle.entry
+            handle.blocks, handle.version = BlockMap(entry.get("blocks", [])), version
+        return await read_blocks(self.fetcher, handle.blocks, off, size)
+
+    @errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self.handles[fh]
+        staged = self.stager.staged.get(handle.entry_id)
+        if staged is None or not handle.writable:
+            raise fail(errno.EBADF)
+        written = os.pwrite(staged.fd, buf, off)
+        staged.modified, staged.mtime = True, time.time_ns()
+        return written
+
+    @errors
+    async def flush(self, fh: int) -> None:
+        """``close(2)``: the content written so far becomes a version (close-to-open)."""
+        handle = self.handles.get(fh)
+        if handle is None or not handle.writable:
+            return
+        staged = self.stager.staged.get(handle.entry_id)
+        if staged is not None and staged.modified:
+            await self.seal(handle.entry_id)
+            await self._durable()
+
+    async def _durable(self) -> None:
+        """Return once every LMDB commit made so far is on disk (survives a power cut).
+
+        Group commit: callers that arrive while one sync runs share the next one, so
+        many files closed at once cost one fsync, not one each.
+        """
+        self._sync_asked += 1
+        ticket = self._sync_asked
+        async with self._sync_lock:
+            if self._sync_done >= ticket:
+                return
+            target = self._sync_asked
+            await trio.to_thread.run_sync(self.cache.flush)
+            self._sync_done = target
+
+    @errors
+    async def release(self, fh: int) -> None:
+        handle = self.handles.pop(fh, None)
+        if handle is not None and handle.writable:
+            async with self.stager.lock(handle.entry_id):
+                await self._unstage(handle.entry_id)
+
+    @errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        """Returns once the file's content and metadata are durable on this device."""
+        await self.flush(fh)
+        await self._durable()

@@ -1,0 +1,177 @@
+"""Files being written: staging files on local disk, one per entry, and sealing.
+
+A file opened for writing lives in a *staging file* (``LOFT_HOME/staging/<entry id>``),
+never in memory, so a 1 GiB write keeps the mount's memory bounded. Every handle of
+that entry, readers included, reads the staging file while it exists. When the last
+writer closes (or on ``fsync``), the staging file is *sealed*: cut into chunks
+(FastCDC), new chunks stored in the cache as *pending* (kept until uploaded), and its
+block list becomes a new version, based on the version the writer started from
+(``Staged.base``): if that changed elsewhere meanwhile, the reconciler keeps the new
+content as a conflicted copy.
+
+Each entry has a lock of its own (``Stager.lock``), held while its staging file is made
+(which may fetch its chunks) or sealed; nothing else waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from backend import protocol as p
+from backend.chunking import cut
+from cache.env import Txn, Writer
+from cache.records import Entry
+from cache.store import Cache
+from fs.content import BlockMap, Fetcher
+
+log = logging.getLogger("loft.fs")
+
+SEAL_BATCH = 16 * 1024 * 1024
+"""Bytes of new chunks handed to the writer in one transaction while sealing."""
+
+
+@dataclass
+class Staged:
+    """A file being written: its staging file, who holds it and what it started from."""
+
+    fd: int
+    base: Entry
+    opens: int = 0
+    modified: bool = False
+    mtime: int = field(default_factory=time.time_ns)
+
+
+class Stager:
+    """The staging directory and the files being written in it."""
+
+    def __init__(self, root: Path, cache: Cache, writer: Writer, fetcher: Fetcher) -> None:
+        self.root = root
+        self.cache = cache
+        self.writer = writer
+        self.fetcher = fetcher
+        self.staged: dict[str, Staged] = {}
+        self._locks: dict[str, tuple[trio.Lock, int]] = {}
+        root.mkdir(parents=True, exist_ok=True)
+        # Left by a mount that died: writes never closed nor fsync'd, so never promised.
+        for leftover in root.iterdir():
+            leftover.unlink(missing_ok=True)
+
+    @asynccontextmanager
+    async def lock(self, entry_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(entry_id, (trio.Lock(), 0))
+        self._locks[entry_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[entry_id]
+            if users == 1:
+                del self._locks[entry_id]
+            else:
+                self._locks[entry_id] = (lock, users - 1)
+
+    def size(self, entry_id: str) -> int | None:
+        staged = self.staged.get(entry_id)
+        return os.fstat(staged.fd).st_size if staged is not None else None
+
+    async def stage(self, entry: Entry, truncate: bool) -> Staged:
+        """The entry's staging file, made (and filled, unless truncating) if need be;
+        the caller holds the entry's lock."""
+        staged = self.staged.get(entry["id"])
+        if staged is None:
+            path = self.root / entry["id"]
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                if not truncate and entry["size"]:
+                    await self._fill(entry, fd)
+            except BaseException:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+                raise
+            staged = self.staged[entry["id"]] = Staged(fd, entry)
+        elif truncate:
+            os.ftruncate(staged.fd, 0)
+        if truncate:
+            staged.modified, staged.mtime = True, time.time_ns()
+        staged.opens += 1
+        return staged
+
+    async def _fill(self, entry: Entry, fd: int) -> None:
+        blocks = BlockMap(entry.get("blocks", []))
+        limit = trio.Semaphore(6)
+
+        async def one(index: int) -> None:
+            try:
+                data = await self.fetcher.get(blocks.ids[index])
+                await trio.to_thread.run_sync(os.pwrite, fd, data, blocks.starts[index])
+            finally:
+                limit.release()
+
+        async with trio.open_nursery() as nursery:
+            for index in range(len(blocks.ids)):
+                await limit.acquire()
+                nursery.start_soon(one, index)
+
+    def drop(self, entry_id: str) -> None:
+        staged = self.staged.pop(entry_id, None)
+        if staged is not None:
+            os.close(staged.fd)
+        (self.root / entry_id).unlink(missing_ok=True)
+
+    def drop_all(self) -> None:
+        for entry_id in list(self.staged):
+            self.drop(entry_id)
+
+    async def seal(self, staged: Staged) -> tuple[list[list[object]], int]:
+        """Cut the staging file into chunks, cache the new ones as pending; the block
+        list and size of the version it holds. Memory: a few chunks at a time."""
+        blocks: list[list[object]] = []
+        size = 0
+        pieces: list[tuple[str, bytes]] = []
+        held = 0
+        with os.fdopen(os.dup(staged.fd), "rb", buffering=0) as f:
+            f.seek(0)
+            stream = cut(f, os.fstat(staged.fd).st_size)
+            while True:
+                piece = await trio.to_thread.run_sync(_next_piece, stream)
+                if piece is None:
+                    break
+                cid, data = piece
+                blocks.append([cid, len(data)])
+                size += len(data)
+                if not self.cache.chunks.has(cid):
+                    pieces.append(piece)
+                    held += len(data)
+                if held >= SEAL_BATCH:
+                    await self._store(pieces)
+                    pieces, held = [], 0
+        await self._store(pieces)
+        return blocks, size
+
+    async def _store(self, pieces: list[tuple[str, bytes]]) -> None:
+        # A chunk already cached came from the server or went to it: only new content
+        # waits for upload. Durable with the version's record (the next flush).
+        if not pieces:
+            return
+
+        def put(txn: Txn) -> None:
+            for cid, data in pieces:
+                self.cache.chunks.put(txn, cid, data, pending=True)
+
+        await self.writer.write(put)
+
+
+def _next_piece(stream: Iterator[tuple[int, memoryview]]) -> tuple[str, bytes] | None:
+    item = next(stream, None)
+    if item is None:
+        return None
+    data = bytes(item[1])
+    return p.chunk_id(data), data
