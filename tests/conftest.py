@@ -7,6 +7,10 @@ that need them fail, loudly, rather than skip.
 ``server`` is a ``loft serve`` subprocess on a free port, once per back end:
 ``sqlite-dir`` (the embedded default) and ``postgres-s3`` (scale-out), each on a fresh
 database and bucket. Tests isolate themselves by creating their own users.
+
+Checkers are the oracle: a server fixture ends with ``loft fsck --data`` of its
+stores, and a mount fixture with ``loft unmount`` (a failed unmount fails the test)
+and then ``loft fsck --home`` of every device it mounted.
 """
 
 from __future__ import annotations
@@ -15,10 +19,9 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -84,14 +87,27 @@ class Device:
         return self.server.client(self.token)
 
 
+def check_server(stores: Stores) -> None:
+    """``loft fsck`` of a server's stores (stopped, or at rest); fail unless clean."""
+    result = loft("fsck", *stores.args())
+    if result.returncode != 0 or not result.stdout.rstrip().endswith(": clean"):
+        pytest.fail(
+            f"loft fsck --data {stores.data} (exit {result.returncode}):\n"
+            f"{result.stdout}{result.stderr}",
+            pytrace=False,
+        )
+
+
 def running_server(
     tmp_path_factory: pytest.TempPathFactory, kind: str, tag: str
 ) -> Iterator[Server]:
-    """A started server on ``kind`` stores for a module fixture; stopped after."""
+    """A started server on ``kind`` stores for a module fixture; stopped and checked
+    (``loft fsck``) after."""
     srv = Server(make_stores(kind, tmp_path_factory.mktemp(f"{tag}-{kind}") / "data"))
     srv.start()
     yield srv
     srv.stop()
+    check_server(srv.stores)
 
 
 def login(server: Server, user: str | None, home_root: Path, name: str) -> Device:
@@ -112,8 +128,12 @@ def server(
     yield from running_server(tmp_path_factory, request.param, "server")
 
 
+NewDevice = Callable[..., Device]
+"""The ``new_device`` fixture: ``new_device(user=None, name="dev") -> Device``."""
+
+
 @pytest.fixture
-def new_device(server: Server, tmp_path: Path):  # type: ignore[no-untyped-def]
+def new_device(server: Server, tmp_path: Path) -> NewDevice:
     """``new_device(user=None)``: a fresh device; a fresh user unless one is named."""
 
     def make(user: str | None = None, name: str = "dev") -> Device:
@@ -123,8 +143,8 @@ def new_device(server: Server, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def device(new_device) -> Device:  # type: ignore[no-untyped-def]
-    return new_device()  # type: ignore[no-any-return]
+def device(new_device: NewDevice) -> Device:
+    return new_device()
 
 
 @dataclass
@@ -141,18 +161,68 @@ class Mount:
         return self.device.run("unmount", str(self.path))
 
 
+def detach(path: Path) -> None:
+    """``fusermount3 -uz``: detach a mount point, alive or dead, at once (cleanup only)."""
+    subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True, check=False)
+
+
+def unmount_strictly(mount: Mount) -> str:
+    """``loft unmount``; the empty string if it worked, else why not (the mount point
+    is detached anyway, so that nothing is left mounted).
+
+    A mount the test unmounted itself, or whose process died (a dead FUSE mount
+    reads as no mount: ``ENOTCONN``), is only detached: that is no failed unmount.
+    """
+    if not os.path.ismount(mount.path):
+        detach(mount.path)
+        return ""
+    result = mount.unmount()
+    if result.returncode == 0:
+        return ""
+    detach(mount.path)
+    return f"loft unmount {mount.path} failed: {result.stderr.strip() or result.returncode}"
+
+
+def check_device(home: Path) -> str:
+    """``loft fsck --home``: the empty string if the device's state is clean, else
+    what the checker said."""
+    result = loft("fsck", "--home", str(home), home=home)
+    if result.returncode == 0:
+        return ""
+    return f"loft fsck --home {home} (exit {result.returncode}):\n{result.stdout}{result.stderr}"
+
+
+def unmount_and_check(mounts: Iterable[Mount]) -> None:
+    """Unmount every mount, then ``loft fsck --home`` every device mounted; fail the
+    test if any unmount failed or any device is not clean."""
+    mounts = list(mounts)
+    failures = [failure for mount in mounts if (failure := unmount_strictly(mount))]
+    if not failures:
+        homes = dict.fromkeys(mount.device.home for mount in mounts)
+        failures = [failure for home in homes if (failure := check_device(home))]
+    if failures:
+        pytest.fail("\n".join(failures), pytrace=False)
+
+
 @pytest.fixture(scope="module")
 def mount_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One embedded-default server for the mount tests of a module."""
+    """One embedded-default server for the mount tests of a module; checked after."""
     srv = Server(Stores(tmp_path_factory.mktemp("mount-server") / "data"))
     srv.start()
     yield srv
     srv.stop()
+    check_server(srv.stores)
+
+
+NewMount = Callable[..., Mount]
+"""The ``new_mount`` fixture: ``new_mount(user=None, name="dev", *extra) -> Mount``."""
 
 
 @pytest.fixture
-def new_mount(mount_server: Server, tmp_path: Path) -> Iterator[Any]:
-    """``new_mount(user=None, name="dev")``: log a device in and mount it; unmounted after."""
+def new_mount(mount_server: Server, tmp_path: Path) -> Iterator[NewMount]:
+    """``new_mount(user=None, name="dev", *extra)``: log a device in and mount it
+    (``extra`` goes to ``loft mount``). After the test every mount is unmounted and
+    every device checked (``unmount_and_check``): a failure there fails the test."""
     mounts: list[Mount] = []
 
     def make(user: str | None = None, name: str = "dev", *extra: str) -> Mount:
@@ -165,6 +235,4 @@ def new_mount(mount_server: Server, tmp_path: Path) -> Iterator[Any]:
         return mounts[-1]
 
     yield make
-    for mount in mounts:
-        if os.path.ismount(mount.path) and mount.unmount().returncode != 0:
-            subprocess.run(["fusermount3", "-uz", str(mount.path)], check=False)
+    unmount_and_check(mounts)

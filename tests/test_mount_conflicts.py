@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from tests.conftest import Device, loft
+from tests.devices import login_device
 from tests.polling import wait_for
 
 
 def test_edit_against_a_stale_version_becomes_a_conflicted_copy(new_mount, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     mount = new_mount(name="laptop")
     server = mount.device.server
-    other = Device(server, mount.device.user, tmp_path / "other-home")
-    login = loft("login", server.url, "--user", other.user, "--device", "desk", home=other.home)
-    assert login.returncode == 0, login.stderr
+    other = login_device(server, server.url, mount.device.user, tmp_path / "other-home", "desk")
 
     notes = mount.path / "notes.txt"
     notes.write_text("first\n")
@@ -42,8 +41,12 @@ def test_edit_against_a_stale_version_becomes_a_conflicted_copy(new_mount, tmp_p
 
     wait_for(both_kept)
     copy = next(n for n in os.listdir(mount.path) if n != "notes.txt")
-    assert copy.startswith("notes (conflicted copy from laptop ") and copy.endswith(").txt")
+    assert copy.startswith("notes (conflicted copy from laptop ")
+    assert copy.endswith(").txt")
     assert (mount.path / copy).read_text() == "laptop edit\n"
+    # The laptop's ``loft status`` names the conflict it settled, from its own record.
+    assert re.search(rf"^conflict: .* /{re.escape(copy)}|^conflict: .*{re.escape(copy)}",
+                     mount.status(), re.M), mount.status()
     wait_for(lambda: copy in other.run("ls", "/").stdout)
     fetched = tmp_path / "fetched.txt"
     assert other.run("get", f"/{copy}", str(fetched)).returncode == 0

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Device, Mount, Server, loft
+from tests.conftest import Device, Mount, NewMount, Server, loft, unmount_and_check
 
 _names = itertools.count()
 
@@ -48,32 +48,33 @@ def _mount(server: Server, base: Path, tag: str) -> Mount:
     return Mount(device, path)
 
 
-def _unmount(mount: Mount) -> None:
-    if os.path.ismount(mount.path) and mount.unmount().returncode != 0:
-        subprocess.run(["fusermount3", "-uz", str(mount.path)], check=False)
-
-
 @pytest.fixture(scope="module")
 def shared_mount(mount_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
-    """One mount for the whole module (startup costs a second or two per mount)."""
+    """One mount for the whole module (startup costs a second or two per mount);
+    unmounted and its device checked after."""
     mount = _mount(mount_server, tmp_path_factory.mktemp("posix"), "shared")
     yield mount
-    _unmount(mount)
+    unmount_and_check([mount])
 
 
 @pytest.fixture
 def here(shared_mount: Mount, request: pytest.FixtureRequest) -> Path:
     """A fresh directory in the shared mount, named for the test."""
-    path = shared_mount.path / request.node.name.replace("[", "_").replace("]", "_")
+    name: str = request.node.name
+    path = shared_mount.path / name.replace("[", "_").replace("]", "_")
     path.mkdir()
     return path
 
 
 def _errno_of(call: Callable[[], Any]) -> int:
-    with pytest.raises(OSError) as info:
+    """The errno ``call`` fails with (the callers assert which one)."""
+    try:
         call()
-    assert info.value.errno is not None
-    return info.value.errno
+    except OSError as exc:
+        if exc.errno is None:
+            pytest.fail(f"OSError without an errno: {exc!r}")
+        return exc.errno
+    pytest.fail("no OSError raised")
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -847,7 +848,9 @@ def test_random_writes_into_a_committed_multi_chunk_file_match_a_model(here: Pat
 # --- remount -------------------------------------------------------------------------
 
 
-def test_remount_of_the_same_device_shows_the_same_tree_and_content(new_mount: Any) -> None:
+def test_remount_of_the_same_device_shows_the_same_tree_and_content(
+    new_mount: NewMount,
+) -> None:
     mount = new_mount()
     root = mount.path
     os.makedirs(root / "docs" / "deep")

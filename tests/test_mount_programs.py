@@ -15,8 +15,8 @@ import sqlite3
 import subprocess
 import tarfile
 from pathlib import Path
-from typing import Any
 
+from tests.conftest import NewMount
 from tests.polling import wait_for
 
 SYNC = 120.0
@@ -55,7 +55,7 @@ def make_tree(root: Path, files: int, seed: int) -> Path:
 
 
 def test_tar_extracts_a_2000_file_tree_that_matches_and_reaches_the_other_device(
-    new_mount: Any, tmp_path: Path
+    new_mount: NewMount, tmp_path: Path
 ) -> None:
     a = new_mount()
     b = new_mount(user=a.device.user, name="B")
@@ -69,7 +69,7 @@ def test_tar_extracts_a_2000_file_tree_that_matches_and_reaches_the_other_device
     wait_for(lambda: same_tree(source, b.path / "tree"), SYNC, "the tree on B")
 
 
-def test_git_init_add_commit_log_status_and_fsck_work(new_mount: Any) -> None:
+def test_git_init_add_commit_log_status_and_fsck_work(new_mount: NewMount) -> None:
     a = new_mount()
     repo = a.path / "repo"
     repo.mkdir()
@@ -90,7 +90,7 @@ def test_git_init_add_commit_log_status_and_fsck_work(new_mount: Any) -> None:
 
 
 def test_sqlite_database_commits_reopens_and_reads_on_the_other_device(
-    new_mount: Any,
+    new_mount: NewMount,
 ) -> None:
     a = new_mount()
     b = new_mount(user=a.device.user, name="B")
@@ -123,7 +123,7 @@ def test_sqlite_database_commits_reopens_and_reads_on_the_other_device(
 
 
 def test_editor_style_save_by_rename_leaves_the_content_and_no_temp_file(
-    new_mount: Any,
+    new_mount: NewMount,
 ) -> None:
     a = new_mount()
     b = new_mount(user=a.device.user, name="B")
@@ -149,7 +149,7 @@ def test_editor_style_save_by_rename_leaves_the_content_and_no_temp_file(
     )
 
 
-def test_rsync_a_copies_a_tree_into_the_mount(new_mount: Any, tmp_path: Path) -> None:
+def test_rsync_a_copies_a_tree_into_the_mount(new_mount: NewMount, tmp_path: Path) -> None:
     a = new_mount()
     source = make_tree(tmp_path / "tree", 200, seed=2)
     run("rsync", "-a", f"{source}/", a.path / "copy")
@@ -158,7 +158,7 @@ def test_rsync_a_copies_a_tree_into_the_mount(new_mount: Any, tmp_path: Path) ->
     assert os.stat(a.path / "copy" / "big.bin").st_mtime == os.stat(source / "big.bin").st_mtime
 
 
-def test_cp_a_copies_a_tree_into_the_mount(new_mount: Any, tmp_path: Path) -> None:
+def test_cp_a_copies_a_tree_into_the_mount(new_mount: NewMount, tmp_path: Path) -> None:
     a = new_mount()
     source = make_tree(tmp_path / "tree", 200, seed=3)
     run("cp", "-a", source, a.path / "copy")

@@ -17,7 +17,6 @@ and the same live sync over the scale-out back ends (PostgreSQL + S3).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,8 +29,17 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fs.operations import TIMEOUT as KERNEL_CACHE_SECONDS
-from tests.conftest import Device, Mount, Server, Stores, loft, make_stores
+from fs.core import TIMEOUT as KERNEL_CACHE_SECONDS
+from tests.conftest import Device, Mount, Server, Stores, loft, make_stores, unmount_strictly
+from tests.devices import (
+    PIECE,
+    drained,
+    hash_file,
+    login_device,
+    mount,
+    mount_line,
+    write_random,
+)
 from tests.polling import fresh_status, pending, wait_for
 
 T = TypeVar("T")
@@ -39,7 +47,6 @@ T = TypeVar("T")
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
-PIECE = 16 * MiB
 
 ARRIVAL = 4.0
 """Seconds a change may take to show on the other device ("within a few seconds")."""
@@ -67,11 +74,6 @@ def cached_chunks(text: str) -> int:
     return int(match.group(1))
 
 
-def synced(mount: Mount, timeout: float = SYNC) -> str:
-    """Wait until the mount's journal is empty: everything written is committed."""
-    return fresh_status(mount, timeout, lambda text: pending(text) == 0)
-
-
 def vm_hwm(pid: int) -> int:
     """Peak resident set size of a process, in bytes."""
     text = Path(f"/proc/{pid}/status").read_text()
@@ -86,48 +88,11 @@ def server_chunks(server: Server) -> int:
     return sum(1 for path in root.glob("??/??/*") if not path.name.startswith("."))
 
 
-def write_random(path: Path, size: int) -> str:
-    """Write ``size`` random bytes, 16 MiB at a time; their SHA-256."""
-    digest = hashlib.sha256()
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            piece = os.urandom(min(PIECE, left))
-            digest.update(piece)
-            f.write(piece)
-            left -= len(piece)
-    return digest.hexdigest()
-
-
-def hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while piece := f.read(PIECE):
-            digest.update(piece)
-    return digest.hexdigest()
-
-
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
 # --- every kind of change, both ways -------------------------------------------------
-
-
-def _mount_device(server: Server, user: str, name: str, root: Path) -> Mount:
-    home, path = root / f"home-{name}", root / f"mnt-{name}"
-    server.login(user, home, name)
-    path.mkdir()
-    device = Device(server, user, home)
-    result = device.run("mount", str(path))
-    assert result.returncode == 0, result.stderr
-    return Mount(device, path)
-
-
-def _unmount_all(mounts: list[Mount]) -> None:
-    for mount in mounts:
-        if os.path.ismount(mount.path) and mount.unmount().returncode != 0:
-            subprocess.run(["fusermount3", "-uz", str(mount.path)], check=False)
 
 
 @pytest.fixture(scope="module")
@@ -141,10 +106,12 @@ def pair(mount_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iter
     mounts: list[Mount] = []
     try:
         for name in ("A", "B"):
-            mounts.append(_mount_device(mount_server, user, name, root))
+            device = login_device(mount_server, mount_server.url, user, root / f"home-{name}", name)
+            mounts.append(mount(device, root / f"mnt-{name}"))
         yield mounts
     finally:
-        _unmount_all(mounts)
+        for m in mounts:
+            unmount_strictly(m)
 
 
 def settle_file(src: Path, dst: Path, name: str, content: bytes) -> None:
@@ -292,7 +259,7 @@ def test_a_1_gib_file_is_written_at_bounded_memory_and_reads_back_identical_else
     written = write_random(a.path / "big.bin", GiB)
     write_seconds = time.monotonic() - started
     peak = vm_hwm(pid)
-    synced(a, timeout=900)
+    drained(a, 900)
     upload_seconds = time.monotonic() - started - write_seconds
     peak_after_upload = vm_hwm(pid)
 
@@ -319,7 +286,7 @@ def test_a_new_device_fetches_only_the_chunks_it_reads(new_mount: Any) -> None:
     with open(a.path / "lazy.bin", "rb") as f:
         f.seek(size - MiB)
         tail = f.read()
-    synced(a)
+    drained(a, SYNC)
 
     c = new_mount(user=a.device.user, name="C")
     with open(c.path / "lazy.bin", "rb") as f:
@@ -336,11 +303,11 @@ def test_a_copy_inside_the_mount_stores_no_new_chunk_at_the_server(
 ) -> None:
     a = new_mount()
     write_random(a.path / "original.bin", 32 * MiB)
-    synced(a)
+    drained(a, SYNC)
     before = server_chunks(mount_server)
 
     subprocess.run(["cp", a.path / "original.bin", a.path / "copy.bin"], check=True)
-    synced(a)
+    drained(a, SYNC)
     listing = a.device.run("ls", "-l", "/").stdout
     assert re.search(rf"^\S+ +{32 * MiB} .* copy\.bin$", listing, re.M), listing
     assert server_chunks(mount_server) == before
@@ -353,13 +320,13 @@ def test_a_one_byte_insert_at_the_start_stores_only_a_few_new_chunks(
     a = new_mount()
     path = a.path / "shifted.bin"
     write_random(path, 64 * MiB)
-    synced(a)
+    drained(a, SYNC)
     before = server_chunks(mount_server)
 
     old = path.read_bytes()
     with open(path, "wb") as f:
         f.write(b"x" + old)
-    synced(a)
+    drained(a, SYNC)
     listing = a.device.run("ls", "-l", "/").stdout
     assert re.search(rf"^\S+ +{64 * MiB + 1} .* shifted\.bin$", listing, re.M), listing
     added = server_chunks(mount_server) - before
@@ -367,12 +334,6 @@ def test_a_one_byte_insert_at_the_start_stores_only_a_few_new_chunks(
 
 
 # --- status and unmount ----------------------------------------------------------------
-
-
-def _mount_line(text: str) -> str:
-    match = re.search(r"^mount: +(.*)$", text, re.M)
-    assert match, text
-    return match.group(1)
 
 
 @pytest.mark.timeout(300)
@@ -389,19 +350,19 @@ def test_status_shows_online_state_pending_changes_and_cache_use(tmp_path: Path)
         assert mount.device.run("mount", str(mnt)).returncode == 0
         (mnt / "kept.bin").write_bytes(os.urandom(3 * MiB))
 
-        text = synced(mount, 30)
-        assert _mount_line(text).endswith(", online"), text
+        text = drained(mount, 30)
+        assert mount_line(text).endswith(", online"), text
         assert cached_chunks(text) >= 1, text  # what was written stays cached
         assert re.search(r"^cache: +[\d.]+ MiB of 2\.0 GiB in", text, re.M), text
 
         server.stop()
         (mnt / "offline.txt").write_bytes(b"written while the server is down\n")  # 33 bytes
-        text = fresh_status(mount, 30, lambda t: "offline" in _mount_line(t) and pending(t) > 0)
+        text = fresh_status(mount, 30, lambda t: "offline" in mount_line(t) and pending(t) > 0)
         assert re.search(r"^pending: +\d+ change\(s\) to upload, 33 B of new content$", text, re.M)
 
         server.start()
         text = fresh_status(mount, 30, lambda t: pending(t) == 0)
-        assert _mount_line(text).endswith(", online"), text
+        assert mount_line(text).endswith(", online"), text
     finally:
         if os.path.ismount(mnt):
             loft("unmount", str(mnt), home=tmp_path / "home")
@@ -442,18 +403,13 @@ def test_live_sync_between_two_mounts_over_postgres_and_s3(tmp_path: Path) -> No
     try:
         server.add_user("scaled")
         for name in ("A", "B"):
-            home, path = tmp_path / f"home-{name}", tmp_path / f"mnt-{name}"
-            result = loft("login", server.url, "--user", "scaled", "--device", name, home=home)
-            assert result.returncode == 0, result.stderr
-            path.mkdir()
-            device = Device(server, "scaled", home)
-            result = device.run("mount", str(path))
-            assert result.returncode == 0, result.stderr
-            mounts.append(Mount(device, path))
+            device = login_device(server, server.url, "scaled", tmp_path / f"home-{name}", name)
+            mounts.append(mount(device, tmp_path / f"mnt-{name}"))
         a, b = mounts
         settle_file(a.path, b.path, "shared.txt", b"from A\n")
         (b.path / "shared.txt").write_bytes(b"from B\n")
         arrive(lambda: (a.path / "shared.txt").read_bytes() == b"from B\n")
     finally:
-        _unmount_all(mounts)
+        for m in mounts:
+            unmount_strictly(m)
         server.stop()

@@ -23,27 +23,37 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import trio
 
-from backend.client import Client
-from tests.conftest import Device, Mount, Server, loft
+from tests.conftest import Device, Mount, Server, unmount_strictly
+from tests.devices import (
+    SYNC,
+    api,
+    converge,
+    journal,
+    login_device,
+    mount,
+    mount_line,
+    remote_bytes,
+    remote_names,
+    status,
+    synced,
+    tree,
+)
 from tests.faultproxy import FaultProxy
-from tests.polling import fresh_status, pending, wait_for
+from tests.polling import pending, wait_for
 
 T = TypeVar("T")
 MiB = 1 << 20
 
-SYNC = 30.0
-"""Seconds for a device to reach the server after a restore (its retry backoff
-grows to 10 s while offline) and push what it holds, on a shared two-core machine."""
+FETCH_TIMEOUT = ("--fetch-timeout", "2")
+"""A chunk that cannot be fetched fails in 2 s (the EIO tests wait on it)."""
 
 _names = iter(range(10**9))
 
@@ -51,78 +61,12 @@ _names = iter(range(10**9))
 # --- helpers -------------------------------------------------------------------------
 
 
-def login(server: Server, url: str, user: str, home: Path, name: str) -> Device:
-    result = loft("login", url, "--user", user, "--device", name, home=home)
-    assert result.returncode == 0, result.stderr
-    return Device(server, user, home)
-
-
-def mount(device: Device, path: Path, *extra: str) -> Mount:
-    path.mkdir(exist_ok=True)
-    result = device.run("mount", str(path), "--fetch-timeout", "2", *extra)
-    assert result.returncode == 0, result.stderr
-    return Mount(device, path)
-
-
-def unmount(mount: Mount) -> None:
-    if os.path.ismount(mount.path) and mount.unmount().returncode != 0:
-        subprocess.run(["fusermount3", "-uz", str(mount.path)], check=False)
-
-
-def status(mount: Mount, ready: Callable[[str], bool], timeout: float = SYNC) -> str:
-    return fresh_status(mount, timeout, ready)
-
-
-def mount_line(text: str) -> str:
-    match = re.search(r"^mount: +(.*)$", text, re.M)
-    assert match, text
-    return match.group(1)
-
-
-def synced(mount: Mount, timeout: float = SYNC) -> str:
-    """Wait until the mount is online with an empty journal."""
-    return status(mount, lambda t: pending(t) == 0 and mount_line(t).endswith(", online"), timeout)
-
-
-def tree(root: Path) -> dict[str, Any]:
-    """Every path under ``root``: a file's bytes, ``"dir"``, or ``("link", target)``."""
-    out: dict[str, Any] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(root))
-            if path.is_symlink():
-                out[rel] = ("link", os.readlink(path))
-            elif path.is_dir():
-                out[rel] = "dir"
-            else:
-                out[rel] = path.read_bytes()
-    return out
-
-
-def api(device: Device, call: Callable[[Client], Any]) -> Any:
-    """One call of the server's API with ``device``'s token, straight to the server."""
-
-    async def run() -> Any:
-        async with device.client() as client:
-            return await call(client)
-
-    return trio.run(run)
-
-
-def journal(device: Device) -> list[dict[str, Any]]:
-    """The server's journal of the device's root namespace: every version, in order."""
-    answer = api(device, lambda c: c.changes(device.root_ns, 0, limit=10_000))
-    assert len(answer["changes"]) < 10_000
-    return answer["changes"]
-
-
 def versions(records: list[dict[str, Any]], entry_id: str) -> list[dict[str, Any]]:
     return [r for r in records if r["id"] == entry_id]
 
 
 def entry_id(device: Device, path: str) -> str:
-    return api(device, lambda c: c.lookup(device.root_ns, path))["entry"]["id"]
+    return str(api(device, lambda c: c.lookup(device.root_ns, path))["entry"]["id"])
 
 
 def assert_applied_once(records: list[dict[str, Any]]) -> None:
@@ -138,19 +82,6 @@ def assert_applied_once(records: list[dict[str, Any]]) -> None:
             }
             assert not same, f"entry {entry} has the same version twice: {history}"
         assert sum(r.get("deleted", False) for r in history) <= 1, history
-
-
-def remote_bytes(device: Device, path: str, tmp: Path) -> bytes:
-    local = tmp / f"got-{next(_names)}"
-    result = device.run("get", path, str(local))
-    assert result.returncode == 0, result.stderr
-    return local.read_bytes()
-
-
-def remote_names(device: Device, path: str = "/") -> list[str]:
-    result = device.run("ls", path)
-    assert result.returncode == 0, result.stderr
-    return sorted(result.stdout.splitlines())
 
 
 # --- fixtures ------------------------------------------------------------------------
@@ -173,26 +104,26 @@ class Setup:
     mounts: list[Mount]
 
     def mount_a(self, *extra: str) -> Mount:
-        self.mounts.append(mount(self.a, self.root / "mnt-A", *extra))
+        self.mounts.append(mount(self.a, self.root / "mnt-A", *FETCH_TIMEOUT, *extra))
         return self.mounts[-1]
 
     def mount_b(self) -> Mount:
-        self.mounts.append(mount(self.b, self.root / "mnt-B"))
+        self.mounts.append(mount(self.b, self.root / "mnt-B", *FETCH_TIMEOUT))
         return self.mounts[-1]
 
 
 def make_setup(server: Server, proxy: FaultProxy, root: Path) -> Setup:
     user = f"off{os.getpid()}x{next(_names)}"
     server.add_user(user)
-    a = login(server, proxy.url, user, root / "home-A", "laptop")
-    b = login(server, server.url, user, root / "home-B", "desk")
+    a = login_device(server, proxy.url, user, root / "home-A", "laptop")
+    b = login_device(server, server.url, user, root / "home-B", "desk")
     return Setup(proxy, a, b, root, [])
 
 
 def tear_down(setup: Setup) -> None:
     setup.proxy.restore()  # so that unmounting can push what is left, quickly
     for m in setup.mounts:
-        unmount(m)
+        unmount_strictly(m)
 
 
 @pytest.fixture
@@ -220,7 +151,7 @@ def test_mount_starts_offline_works_locally_and_fails_uncached_reads_with_eio(
     a = setup.mount_a()
     wait_for(lambda: sorted(os.listdir(a.path)) == ["cached.txt", "remote.bin"], 10, "tree")
     assert (a.path / "cached.txt").read_bytes() == b"read once while online\n"
-    unmount(a)
+    unmount_strictly(a)
 
     setup.proxy.cut()
     started = time.monotonic()
@@ -247,11 +178,11 @@ def test_mount_starts_offline_works_locally_and_fails_uncached_reads_with_eio(
     for fault in (setup.proxy.cut, setup.proxy.stall):
         fault()
         started = time.monotonic()
-        with pytest.raises(OSError) as failure:
+        with pytest.raises(OSError, match="Input/output error") as failure:
             (a.path / "remote.bin").read_bytes()
         assert failure.value.errno == errno.EIO
         assert time.monotonic() - started < 15, f"EIO took too long under {fault.__name__}"
-    with pytest.raises(OSError) as failure:
+    with pytest.raises(OSError, match="Input/output error") as failure:
         open(a.path / "remote.bin", "ab").close()  # an append needs the content first
     assert failure.value.errno == errno.EIO
     log = (setup.a.home / "mount.log").read_text()
@@ -327,12 +258,15 @@ def test_offline_changes_replay_in_order_each_exactly_once(setup: Setup, tmp_pat
     history = versions(records, entry_id(setup.b, "/sub/c.txt"))
     # In the order they were made: the name a.txt, then b.txt, then sub/c.txt.
     names = [r["name"] for r in history]
-    assert names[0] == "a.txt" and names[-1] == "c.txt", names
+    assert names[0] == "a.txt", names
+    assert names[-1] == "c.txt", names
     assert names == sorted(names, key=["a.txt", "b.txt", "c.txt"].index), names
     assert 3 <= len(history) <= 8, history  # create(+edit), rename, edit, move, chmod
-    assert history[-1]["mode"] == 0o640 and history[-1]["size"] == 18
+    assert history[-1]["mode"] == 0o640
+    assert history[-1]["size"] == 18
     tmp = [r for r in records if r["name"] == "tmp.txt"]
-    assert len(tmp) <= 3 and (not tmp or tmp[-1]["deleted"]), tmp
+    assert len(tmp) <= 3, tmp
+    assert not tmp or tmp[-1]["deleted"], tmp
 
 
 # --- cuts in the middle of a transfer --------------------------------------------------
@@ -504,22 +438,6 @@ def conflicts(
             yield Conflicts(a, b, tree(a.path), tree(b.path), (s.a.home / "mount.log").read_text())
         finally:
             tear_down(s)
-
-
-def converge(a: Mount, b: Mount, timeout: float = SYNC) -> None:
-    """Wait until both mounts show the same tree; else fail showing both."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            on_a, on_b = tree(a.path), tree(b.path)
-            if on_a == on_b:
-                return
-        except OSError as exc:
-            on_a = on_b = {"error": exc}
-        if time.monotonic() > deadline:
-            shown = f"A: {sorted(on_a.items())}\nB: {sorted(on_b.items())}"
-            raise AssertionError(f"A and B differ:\n{shown}")
-        time.sleep(0.2)
 
 
 def copies(files: dict[str, Any], stem: str, ext: str) -> list[str]:

@@ -13,7 +13,6 @@ import errno
 import json
 import os
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.conftest import Device, Server, Stores
+from tests.conftest import Device, Mount, Server, Stores, unmount_strictly
+from tests.devices import mount
 from tests.polling import wait_for
 
 T = TypeVar("T")
@@ -60,8 +60,7 @@ class Pair:
         assert result.returncode == 0, result.stderr
 
     def mount(self, *extra: str) -> None:
-        result = self.b.run("mount", str(self.mnt), "--fetch-timeout", "2", *extra)
-        assert result.returncode == 0, result.stderr
+        mount(self.b, self.mnt, "--fetch-timeout", "2", *extra)
 
     def unmount(self) -> None:
         result = self.b.run("unmount", str(self.mnt))
@@ -101,8 +100,7 @@ def pair(pin_server: Server, tmp_path: Path) -> Iterator[Pair]:
     try:
         yield pair
     finally:
-        if os.path.ismount(mnt) and pair.b.run("unmount", str(mnt)).returncode != 0:
-            subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
+        unmount_strictly(Mount(pair.b, mnt))
         if pin_server.proc is None:
             pin_server.start()
 
@@ -142,8 +140,9 @@ def test_a_pinned_folder_is_readable_offline_and_follows_remote_changes(pair: Pa
     assert re.search(
         r"^pinned:  /docs \(folder: 3 file\(s\), .*all on this device\)$", status, re.M
     )
-    conflict = "/notes (conflicted copy from A 2026-01-02 030405).txt"
-    assert f"conflicts: 1 conflicted copy: {conflict}" in status, status
+    # A file merely named like a conflicted copy is no conflict of this device's:
+    # ``loft status`` reports the conflicts its reconciler settled, not file names.
+    assert "conflict" not in status, status
 
     # Kept current: a new version of a pinned file, a new file under the pinned folder.
     files["/docs/a.bin"] = os.urandom(MiB)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import pyfuse3
 import trio
 
-from fs.operations import TIMEOUT
+from fs.core import TIMEOUT
 
 BLOCK = 128 * 1024
 """``st_blksize`` and ``f_bsize``, as Loft reports them."""

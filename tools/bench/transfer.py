@@ -121,7 +121,7 @@ def main() -> None:
             sys.exit("get returned different bytes")
 
     def rate(seconds: float) -> float:
-        return size / seconds / 1e6
+        return float(size / seconds / 1e6)
 
     print(f"transfer of {args.size_mib} MiB over loopback ({os.cpu_count()} cores)")
     print(f"{'case':<34}{'seconds':>9}{'MB/s':>9}{'vs raw':>9}")

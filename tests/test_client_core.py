@@ -1,0 +1,275 @@
+"""The client core without a mount: the writer, the reconciler's rules on a real LMDB
+replica, batching, and the device fsck. Fast and deterministic: no server, no FUSE.
+
+Each test builds a device cache in a temp dir, gives it a remote tree through the
+same entry point the feed uses (``Replica.bootstrap``/``apply_feed``), makes local
+changes the way the FUSE layer does (view + ``Replica.record``), and checks the view,
+the batch the uploader would send, and ``fs.fsck``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from backend import protocol as p
+from cache.env import Env, Q, Writer
+from cache.records import PENDING, Entry
+from cache.store import Cache
+from fs.conflicts import conflicted_name
+from fs.fsck import check
+from fs.replica import Replica
+
+DATA = {n: bytes([n]) * (10 * n) for n in (1, 2, 3)}
+B1, B2, B3 = ([[p.chunk_id(DATA[n]), len(DATA[n])]] for n in (1, 2, 3))
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Iterator[Cache]:
+    c = Cache(tmp_path / "home" / "cache")
+    yield c
+    c.close()
+
+
+def file(entry_id: str, name: str, blocks: list[list[Any]], rev: int,
+         parent: str = p.ROOT_ID) -> Entry:
+    size = sum(length for _, length in blocks)
+    return Entry(id=entry_id, parent=parent, name=name, kind="file", rev=rev, size=size,
+                 mode=0o644, mtime=1, blocks=blocks)
+
+
+def folder(entry_id: str, name: str, rev: int, parent: str = p.ROOT_ID) -> Entry:
+    return Entry(id=entry_id, parent=parent, name=name, kind="dir", rev=rev, size=0,
+                 mode=0o755, mtime=1)
+
+
+def ids(n: int) -> str:
+    return f"{n:032x}"
+
+
+class Device:
+    """A replica driven as the mount drives it, with writes done in place."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self.replica = Replica(cache, "laptop")
+
+    def start(self, entries: list[Entry], seq: int) -> None:
+        with self.cache.env.write() as txn:
+            self.cache.env.meta_put(txn, "device", "laptop")
+            self.replica.bootstrap(txn, entries, seq)
+
+    def remote(self, changes: list[Entry], cursor: int) -> None:
+        with self.cache.env.write() as txn:
+            since = self.cache.env.meta_get(txn, "cursor")
+            assert self.replica.apply_feed(txn, since, changes, cursor) is not None
+
+    def update(self, entry_id: str, blocks: list[list[Any]]) -> None:
+        with self.cache.env.write() as txn:
+            base = self.cache.view.get(txn, entry_id)
+            assert base is not None
+            for cid, _ in blocks:  # written here: pending until uploaded
+                data = next(d for d in DATA.values() if p.chunk_id(d) == cid)
+                self.cache.chunks.put(txn, cid, data, pending=True)
+            op = {"op": "update", "op_id": p.new_id(), "entry": entry_id,
+                  "size": sum(n for _, n in blocks), "mtime": 2, "blocks": blocks}
+            self.replica.record_update(txn, op, base)
+
+    def rename(self, entry_id: str, parent: str, name: str) -> None:
+        with self.cache.env.write() as txn:
+            entry = self.cache.view.get(txn, entry_id)
+            assert entry is not None
+            snap = Entry(**entry)
+            op: dict[str, Any] = {"op": "rename", "op_id": p.new_id(), "entry": entry_id,
+                                  "parent": parent, "name": name}
+            victim = None
+            holder = self.cache.view.child(txn, parent, name)
+            if holder is not None:
+                victim = self.cache.view.drop(txn, holder)
+                op["replace"] = {"entry": holder}
+            entry["parent"], entry["name"], entry["rev"] = parent, name, PENDING
+            self.cache.view.put(txn, entry)
+            self.replica.record(txn, op, snap, parent, victim)
+
+    def names(self, parent: str = p.ROOT_ID) -> dict[str, Any]:
+        with self.cache.read() as txn:
+            out: dict[str, Any] = {}
+            for name, entry_id in self.cache.view.children(txn, parent):
+                entry = self.cache.view.get(txn, entry_id)
+                assert entry is not None
+                out[name] = entry.get("blocks", "dir")
+            return out
+
+    def batch(self) -> list[dict[str, Any]]:
+        with self.cache.env.write() as txn:
+            batch, _ = self.replica.build_batch(txn)
+        return batch["ops"] if batch else []
+
+
+def clean(cache: Cache) -> None:
+    problems = check(cache)
+    assert problems == [], problems
+
+
+def test_edit_against_an_edit_elsewhere_becomes_a_conflicted_copy(cache: Cache) -> None:
+    dev = Device(cache)
+    dev.start([file(ids(1), "f.txt", B1, 1)], 1)
+    dev.update(ids(1), B2)  # offline
+    dev.remote([file(ids(1), "f.txt", B3, 2)], 2)  # elsewhere, first
+    names = dev.names()
+    assert names["f.txt"] == B3
+    (copy,) = [n for n in names if n != "f.txt"]
+    assert copy.startswith("f (conflicted copy from laptop ")
+    assert names[copy] == B2
+    (op,) = dev.batch()
+    assert op["op"] == "create"
+    assert op["name"] == copy
+    assert op["blocks"] == B2
+    clean(cache)
+
+
+def test_rename_and_edit_elsewhere_both_apply(cache: Cache) -> None:
+    dev = Device(cache)
+    dev.start([file(ids(1), "f", B1, 1)], 1)
+    dev.rename(ids(1), p.ROOT_ID, "g")
+    dev.remote([file(ids(1), "f", B2, 2)], 2)
+    assert dev.names() == {"g": B2}
+    (op,) = dev.batch()
+    assert (op["op"], op["name"], op["base"]) == ("rename", "g", 2)
+    clean(cache)
+
+
+def test_rename_over_a_name_edited_elsewhere_keeps_both(cache: Cache) -> None:
+    dev = Device(cache)
+    dev.start([file(ids(1), "x", B1, 1), file(ids(2), "y", B2, 2)], 2)
+    dev.rename(ids(1), p.ROOT_ID, "y")
+    dev.remote([file(ids(2), "y", B3, 3)], 3)
+    names = dev.names()
+    assert names["y"] == B1
+    assert [b for n, b in names.items() if n != "y"] == [B3]
+    ops = dev.batch()
+    assert [(o["op"], o["entry"]) for o in ops] == [("rename", ids(2)), ("rename", ids(1))]
+    assert "replace" not in ops[1]
+    clean(cache)
+
+
+def test_a_move_that_would_make_a_cycle_is_dropped(cache: Cache) -> None:
+    dev = Device(cache)
+    dev.start([folder(ids(1), "d0", 1), folder(ids(2), "d1", 2)], 2)
+    dev.rename(ids(2), ids(1), "d1")  # d1 into d0, here
+    dev.remote([folder(ids(1), "d0", 3, parent=ids(2))], 3)  # d0 into d1, elsewhere
+    assert dev.names() == {"d1": "dir"}
+    assert dev.names(ids(2)) == {"d0": "dir"}
+    assert dev.batch() == []
+    with cache.read() as txn:
+        assert cache.journal.size(txn) == 0  # nothing left to do: drained
+    clean(cache)
+
+
+def test_a_delete_of_a_file_renamed_elsewhere_is_dropped(cache: Cache) -> None:
+    dev = Device(cache)
+    dev.start([file(ids(1), "f", B1, 1)], 1)
+    with cache.env.write() as txn:
+        entry = cache.view.drop(txn, ids(1))
+        dev.replica.record(txn, {"op": "delete", "op_id": p.new_id(), "entry": ids(1)},
+                           entry, p.ROOT_ID)
+    assert dev.names() == {}
+    dev.remote([file(ids(1), "g", B1, 2)], 2)
+    assert dev.names() == {"g": B1}
+    assert dev.batch() == []
+    clean(cache)
+
+
+def test_a_create_and_its_edits_go_up_as_one_create(cache: Cache) -> None:
+    dev = Device(cache)
+    dev.start([], 0)
+    with cache.env.write() as txn:
+        entry = file(ids(5), "new", [], PENDING)
+        cache.view.put(txn, entry)
+        dev.replica.record(txn, {"op": "create", "op_id": p.new_id(), "entry": ids(5),
+                                 "parent": p.ROOT_ID, "name": "new", "kind": "file",
+                                 "mode": 0o644, "mtime": 1, "size": 0, "blocks": []},
+                           None, p.ROOT_ID)
+    dev.update(ids(5), B1)
+    dev.update(ids(5), B2)
+    (op,) = dev.batch()
+    assert (op["op"], op["blocks"]) == ("create", B2)
+    clean(cache)
+
+
+def test_conflicted_names_stay_within_255_bytes() -> None:
+    name = conflicted_name("é" * 120 + ".txt", "laptop", 0.0, 3)
+    assert len(name.encode()) <= p.MAX_NAME_BYTES
+    assert name.endswith(" 3).txt")
+
+
+def test_fsck_reports_a_corrupt_replica_record(cache: Cache) -> None:
+    dev = Device(cache)
+    dev.start([folder(ids(1), "d", 1), file(ids(2), "f", B1, 2, parent=ids(1))], 2)
+    clean(cache)
+    with cache.env.write() as txn:
+        entry = cache.view.get(txn, ids(2))
+        assert entry is not None
+        entry["parent"] = ids(9)  # a folder that does not exist, name key left behind
+        txn.put(ids(2).encode(), p.encode(entry), db=cache.env.db["entries"])
+    problems = check(cache)
+    assert any("no live parent folder" in line for line in problems), problems
+    assert any("not indexed under its name" in line for line in problems), problems
+    assert any("differs from the journal" in line for line in problems), problems
+
+
+async def test_one_failing_job_does_not_abort_the_others_in_its_transaction(
+    cache: Cache,
+) -> None:
+    writer = Writer(cache.env)
+    results: list[object] = []
+
+    def good(n: int) -> Any:
+        return lambda txn: cache.env.meta_put(txn, f"k{n}", n)
+
+    def bad(txn: Any) -> None:
+        cache.env.meta_put(txn, "bad", 1)
+        raise ValueError("refused")
+
+    async def run(job: Any) -> None:
+        try:
+            results.append(await writer.write(job))
+        except ValueError as exc:
+            results.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        async with trio.open_nursery() as jobs:
+            for job in (good(1), bad, good(2)):
+                jobs.start_soon(run, job)
+        nursery.cancel_scope.cancel()
+    assert sum(isinstance(r, ValueError) for r in results) == 1
+    assert cache.env.meta("k1") == 1
+    assert cache.env.meta("k2") == 2
+    assert cache.env.meta("bad") is None
+
+
+def test_a_cache_of_the_older_layout_keeps_its_pending_changes(tmp_path: Path) -> None:
+    """A device upgraded with changes still journaled loses none of them: the older
+    journal's bare operations become records, replayed once the tree is fetched."""
+    path = tmp_path / "old" / "cache"
+    env = Env(path)
+    op = {"op": "mkdir", "op_id": p.new_id(), "entry": ids(7), "parent": p.ROOT_ID,
+          "name": "kept", "mode": 0o755, "mtime": 1}
+    with env.write() as txn:
+        txn.put(Q.pack(1), p.encode(op), db=env.db["journal"])
+    env.close()
+    cache = Cache(path)
+    try:
+        dev = Device(cache)
+        dev.start([], 0)
+        assert dev.names() == {"kept": "dir"}
+        (sent,) = dev.batch()
+        assert (sent["op"], sent["entry"]) == ("mkdir", ids(7))
+        clean(cache)
+    finally:
+        cache.close()
