@@ -18,7 +18,16 @@ from typing import Any
 
 from backend import protocol as p
 from cache.env import Txn
-from cache.records import PENDING, Batch, ConflictNote, Entry, Record, WireOp, new_record
+from cache.records import (
+    PENDING,
+    Batch,
+    ConflictNote,
+    Entry,
+    Record,
+    WireOp,
+    new_record,
+    same_content,
+)
 from cache.store import Cache
 from fs.conflicts import conflicted_name, derived_id
 from fs.reconcile import MAX_TRIES, Planner, Step, rewrite
@@ -204,7 +213,7 @@ class Replica:
         if current is None:
             return None
         self.record(txn, op, base, current["parent"])
-        if all(current.get(k) == base.get(k) for k in ("blocks", "size")):
+        if same_content(current, base):
             current["size"], current["blocks"] = op["size"], op["blocks"]
             current["mtime"], current["rev"] = op["mtime"], PENDING
             self.cache.view.put(txn, current)
@@ -274,7 +283,7 @@ class Replica:
             return False
         target = batch["ops"][index]
         for key in ("size", "blocks", "mode", "mtime"):
-            if key in op and (key in target or target["op"] == "create" or key == "mode"):
+            if key in op:
                 target[key] = op[key]
         return True
 

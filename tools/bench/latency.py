@@ -56,8 +56,10 @@ from tools.bench.mount import (
     BenchError,
     Device,
     cpu_seconds,
+    machine_share,
     mounts_under,
     note,
+    share_line,
     step,
     stop_memfs,
     wait_for,
@@ -191,21 +193,6 @@ class Prober:
         self.out.unlink()
 
 
-def machine_cpu() -> dict[str, float]:
-    """CPU seconds since boot, all cores: busy (user, nice, system, irq, softirq) and
-    stolen by the hypervisor, from ``/proc/stat``."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    tick = os.sysconf("SC_CLK_TCK")
-    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
-    return {"busy": busy / tick, "steal": fields[7] / tick}
-
-
-def own_cpu() -> float:
-    """CPU seconds of this process and of the children it has waited for."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 def child_env() -> dict[str, str]:
     """This process's environment, with ``ROOT`` first on ``PYTHONPATH``."""
     paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
@@ -331,7 +318,7 @@ class Run:
     procs: dict[str, str] = field(default_factory=dict)
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
     unwaited_cpu: float = 0.0
-    """CPU seconds of processes this one started but does not wait for (the mount)."""
+    """CPU seconds of the Loft mount (not a child this process waits for)."""
     cleanup_failed: bool = False
 
     def cleanup(self, what: str, fn: Callable[[], None]) -> None:
@@ -340,24 +327,6 @@ class Run:
         except Exception as exc:
             print(f"bench.latency: cleanup: {what}: {exc}", file=sys.stderr)
             self.cleanup_failed = True
-
-    @contextlib.contextmanager
-    def accounting(self, target: str) -> Iterator[None]:
-        """The machine's CPU use while ``target`` runs: all of it, and this benchmark's
-        own (itself, the children it waited for, and ``unwaited_cpu``)."""
-        wall, busy, own = time.monotonic(), machine_cpu(), own_cpu()
-        self.unwaited_cpu = 0.0
-        yield
-        elapsed = time.monotonic() - wall
-        used = {k: v - busy[k] for k, v in machine_cpu().items()}
-        mine = own_cpu() - own + self.unwaited_cpu
-        self.cpu[target] = {
-            "seconds": round(elapsed, 1),
-            "busy_cores": round(used["busy"] / elapsed, 2),
-            "bench_cores": round(mine / elapsed, 2),
-            "others_cores": round(max(0.0, used["busy"] - mine) / elapsed, 2),
-            "steal_cores": round(used["steal"] / elapsed, 2),
-        }
 
     @contextlib.contextmanager
     def prober(self, target: str, path: Path) -> Iterator[Prober]:
@@ -694,12 +663,9 @@ def report(run: Run, elapsed: float) -> dict[str, Any]:
             f"{'—' if ratio is None else f'{ratio:.1f}x':>11}"
         )
     print("p99/memfs: the phase's p99 over memfs's idle p99; ≥10ms: samples of 10 ms or more")
-    for target, c in run.cpu.items():
-        print(
-            f"CPU while {target} ran ({c['seconds']:.0f} s): {c['busy_cores']:.2f} cores busy,"
-            f" this benchmark {c['bench_cores']:.2f}, other processes {c['others_cores']:.2f},"
-            f" stolen {c['steal_cores']:.2f}"
-        )
+    for target, share in run.cpu.items():
+        print(share_line(target, share))
+    print("  (the rest: other programs, and kernel threads such as writeback)")
     errors = sum(r["errors"] for r in rows)
     if errors:
         print(f"failed stat calls (left out of the figures): {errors}")
@@ -794,9 +760,9 @@ def main() -> None:
                 run.payload = make_payload(args.size)
                 run.remote = make_payload(args.size)
             for target, bench in (("local", bench_local), ("memfs", bench_memfs)):
-                with run.accounting(target):
+                with machine_share(run.cpu.setdefault(target, {}), lambda: 0.0):
                     bench(run)
-            with run.accounting("loft"):
+            with machine_share(run.cpu.setdefault("loft", {}), lambda: run.unwaited_cpu):
                 bench_loft(run)
     except BenchError as err:
         print(f"bench.latency: {err}", file=sys.stderr)

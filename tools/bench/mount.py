@@ -125,6 +125,48 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu() -> dict[str, float]:
+    """CPU seconds since boot, all cores: busy (user, nice, system, irq, softirq) and
+    stolen by the hypervisor, from ``/proc/stat``."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
+    return {"busy": busy / tick, "steal": fields[7] / tick}
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and of the children it has waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+@contextlib.contextmanager
+def machine_share(into: dict[str, float], unwaited: Callable[[], float]) -> Iterator[None]:
+    """The machine's CPU use during the block, in cores: all of it (``busy``), this
+    benchmark's (itself, the children it waited for, plus ``unwaited()``: the CPU
+    seconds of processes it started but does not wait for, read at the end), the
+    rest (``others``: other programs, and kernel threads such as writeback) and what
+    the hypervisor stole."""
+    wall, busy, own = time.monotonic(), machine_cpu(), own_cpu()
+    yield
+    elapsed = time.monotonic() - wall
+    used = {k: v - busy[k] for k, v in machine_cpu().items()}
+    mine = own_cpu() - own + unwaited()
+    into["seconds"] = round(elapsed, 1)
+    into["busy_cores"] = round(used["busy"] / elapsed, 2)
+    into["bench_cores"] = round(mine / elapsed, 2)
+    into["others_cores"] = round(max(0.0, used["busy"] - mine) / elapsed, 2)
+    into["steal_cores"] = round(used["steal"] / elapsed, 2)
+
+
+def share_line(target: str, c: dict[str, float]) -> str:
+    return (
+        f"CPU while {target} ran ({c['seconds']:.0f} s): {c['busy_cores']:.2f} cores busy,"
+        f" this benchmark {c['bench_cores']:.2f}, the rest {c['others_cores']:.2f},"
+        f" stolen {c['steal_cores']:.2f}"
+    )
+
+
 # --- workloads -----------------------------------------------------------------------
 
 
@@ -218,6 +260,9 @@ class Run:
     tarball: Path = Path()
     seconds: dict[str, dict[str, float]] = field(default_factory=dict)
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    shares: dict[str, dict[str, float]] = field(default_factory=dict)
+    mounts_cpu: float = 0.0
+    """CPU seconds of the Loft mounts (not children this process waits for)."""
     notes: list[str] = field(default_factory=list)
     cleanup_failed: bool = False
 
@@ -454,6 +499,8 @@ def bench_loft(run: Run) -> None:
         assert server.proc is not None
         procs = {"loft A": a.pid(), "loft B": b.pid(), "server": server.proc.pid}
         loft_workloads(run, a, b, procs)
+        used = [cpu_seconds(a.pid()), cpu_seconds(b.pid())]
+        run.mounts_cpu = sum(x for x in used if not math.isnan(x))
 
 
 def loft_workloads(run: Run, a: Device, b: Device, procs: dict[str, int]) -> None:
@@ -588,6 +635,8 @@ def report(run: Run) -> None:
             line += "".join(f"{used[n]:>10.1f}" if n in used else f"{'':>10}" for n in names)
             print(line)
     print("  (write, tar: loft columns include the wait until uploaded and on B)")
+    for target, share in run.shares.items():
+        print(share_line(target, share))
 
 
 def preflight() -> None:
@@ -623,9 +672,9 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             stack.callback(run.cleanup, "remove the work directory", lambda: remove_work(run))
             run.prepare()
-            bench_local(run)
-            bench_memfs(run)
-            bench_loft(run)
+            for target, bench in zip(TARGETS, (bench_local, bench_memfs, bench_loft), strict=True):
+                with machine_share(run.shares.setdefault(target, {}), lambda: run.mounts_cpu):
+                    bench(run)
     except BenchError as err:
         print(f"bench.mount: {err}", file=sys.stderr)
         sys.exit(1)
