@@ -151,6 +151,7 @@ class Writer:
         job: _Job[T] = _Job(fn)
         if not self._running:
             await trio.to_thread.run_sync(self._commit, [job], limiter=self._limit)
+            job.done.set()
         else:
             self._jobs.append(job)
             self._wake.set()
@@ -169,14 +170,26 @@ class Writer:
                 jobs, self._jobs = self._jobs, []
                 with trio.CancelScope(shield=True):  # a job taken is a job finished
                     await trio.to_thread.run_sync(self._commit, jobs, limiter=self._limit)
+                for job in jobs:
+                    job.done.set()
         finally:
             self._running = False
             jobs, self._jobs = self._jobs, []
             if jobs:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self._commit, jobs, limiter=self._limit)
+                for job in jobs:
+                    job.done.set()
 
     def _commit(self, jobs: list[_Job[Any]]) -> None:
+        if len(jobs) == 1:  # alone: its own transaction, no nesting to pay for
+            job = jobs[0]
+            try:
+                with self.env.write() as txn:
+                    job.result = job.fn(txn)
+            except BaseException as exc:  # handed to the job's own caller
+                job.error = exc
+            return
         try:
             with self.env.write() as txn:
                 for job in jobs:
@@ -189,6 +202,3 @@ class Writer:
             for job in jobs:
                 if job.error is None:
                     job.error = exc
-        finally:
-            for job in jobs:
-                trio.from_thread.run_sync(job.done.set)

@@ -35,6 +35,8 @@ class Tree:
         self.names = env.db[children]
 
     def get(self, txn: Txn, entry_id: str) -> Entry | None:
+        if not entry_id:  # the root's parent
+            return None
         raw = txn.get(entry_id.encode(), db=self.entries)
         return p.decode(bytes(raw)) if raw is not None else None
 

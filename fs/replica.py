@@ -157,15 +157,22 @@ class Replica:
         if self.cache.env.meta_get(txn, "cursor") != since:
             return None
         dirty: set[str] = set()
+        echo = True
         for change in changes:
             record: dict[str, Any] = dict(change)
             if record.pop("deleted", False):
                 self.cache.remote.drop(txn, record["id"])
+                echo = echo and self.cache.view.get(txn, record["id"]) is None
             else:
                 self.cache.remote.put(txn, record)  # type: ignore[arg-type]
+                echo = echo and _visible(self.cache.view.get(txn, record["id"])) == _visible(
+                    record  # type: ignore[arg-type]
+                )
             dirty.add(record["id"])
         self.cache.env.meta_put(txn, "cursor", cursor)
         dirty |= self._drop_echoed(txn, cursor)
+        if echo:  # this device's own commits coming back: the view shows them already
+            return []
         return self.refresh(txn, dirty)
 
     def bootstrap(self, txn: Txn, entries: list[Entry], seq: int) -> list[ViewChange]:
@@ -315,9 +322,11 @@ class Replica:
         blocks = [b[0] for op in batch["ops"] for b in op.get("blocks", [])]
         self.cache.chunks.uploaded(txn, blocks)
         # The feed may have brought the commit already, while it was being answered.
+        # The view stays as it is: the server applied exactly what its replay showed.
         cursor = self.cache.env.meta_get(txn, "cursor")
-        dirty = self._drop_echoed(txn, cursor) if cursor is not None else set()
-        return self.refresh(txn, dirty)
+        if cursor is not None:
+            self._drop_echoed(txn, cursor)
+        return []
 
     def refused(self, txn: Txn, batch: Batch, index: int, why: str) -> list[ViewChange]:
         """The server refused operation ``index`` of ``batch`` (nothing of it applied).

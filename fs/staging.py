@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -130,31 +131,39 @@ class Stager:
         for entry_id in list(self.staged):
             self.drop(entry_id)
 
-    async def seal(self, staged: Staged) -> tuple[list[list[object]], int]:
+    async def seal(self, staged: Staged) -> tuple[list[list[Any]], int]:
         """Cut the staging file into chunks, cache the new ones as pending; the block
         list and size of the version it holds. Memory: a few chunks at a time."""
-        blocks: list[list[object]] = []
-        size = 0
-        pieces: list[tuple[str, bytes]] = []
-        held = 0
+        blocks: list[list[Any]] = []
         with os.fdopen(os.dup(staged.fd), "rb", buffering=0) as f:
             f.seek(0)
             stream = cut(f, os.fstat(staged.fd).st_size)
             while True:
-                piece = await trio.to_thread.run_sync(_next_piece, stream)
-                if piece is None:
+                pieces, new = await trio.to_thread.run_sync(self._cut_some, stream)
+                blocks.extend([cid, length] for cid, length in pieces)
+                await self._store(new)
+                if len(pieces) == 0:
                     break
-                cid, data = piece
-                blocks.append([cid, len(data)])
-                size += len(data)
-                if not self.cache.chunks.has(cid):
-                    pieces.append(piece)
-                    held += len(data)
-                if held >= SEAL_BATCH:
-                    await self._store(pieces)
-                    pieces, held = [], 0
-        await self._store(pieces)
-        return blocks, size
+        return blocks, sum(length for _, length in blocks)
+
+    def _cut_some(
+        self, stream: Iterator[tuple[int, memoryview]]
+    ) -> tuple[list[tuple[str, int]], list[tuple[str, bytes]]]:
+        """The next chunks, up to ``SEAL_BATCH`` bytes (in a worker thread): every
+        ``(id, length)``, and the content of those the cache lacks."""
+        pieces: list[tuple[str, int]] = []
+        new: list[tuple[str, bytes]] = []
+        held = 0
+        for _, view in stream:
+            data = bytes(view)
+            cid = p.chunk_id(data)
+            pieces.append((cid, len(data)))
+            held += len(data)
+            if not self.cache.chunks.has(cid):
+                new.append((cid, data))
+            if held >= SEAL_BATCH:
+                break
+        return pieces, new
 
     async def _store(self, pieces: list[tuple[str, bytes]]) -> None:
         # A chunk already cached came from the server or went to it: only new content
@@ -168,10 +177,3 @@ class Stager:
 
         await self.writer.write(put)
 
-
-def _next_piece(stream: Iterator[tuple[int, memoryview]]) -> tuple[str, bytes] | None:
-    item = next(stream, None)
-    if item is None:
-        return None
-    data = bytes(item[1])
-    return p.chunk_id(data), data

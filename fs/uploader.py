@@ -5,8 +5,8 @@ operations for the head of the journal, each with the ``base`` the remote tree g
 or the batch in flight if one is), uploads the chunks the server lacks, and commits.
 Then:
 
-- acknowledged: the records wait for the feed to echo the commit (the follower is
-  asked to catch up at once), and the device's view is exactly the server's;
+- acknowledged: the records wait for the feed to echo the commit (the follower's
+  long-poll, which the commit wakes), and the device's view is exactly the server's;
 - refused (a permanent error on one operation): nothing of the batch applied; the
   culprit's record counts a try, the device catches up with the feed, and the next
   batch is planned anew on the newer tree (``fs.reconcile``; given up after
@@ -133,7 +133,9 @@ class Uploader:
         self.sink(await self.writer.write(lambda txn: self.replica.acked(txn, batch, answer)))
         self.link.up()
         log.info("committed %d operation(s) as revision %d", len(batch["ops"]), answer["seq"])
-        await self.follower.catch_up()
+        # The echo comes with the follower's long-poll, which the commit wakes at once.
+        # Meanwhile, what the user does next gathers into the next batch.
+        await trio.sleep(SETTLE)
 
     async def _upload(self, missing: list[str]) -> list[str]:
         """Upload these chunks from the cache; the ids of any the cache lacks."""

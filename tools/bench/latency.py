@@ -616,14 +616,14 @@ def cache_notes(run: Run) -> None:
 
     before = [s for s in run.trace if s["t_ns"] <= commit]
     during = [s["bytes"] for s in run.trace if read.start <= s["t_ns"] <= read.end]
+    peak = f"up to {max(during) / MiB:.0f} MiB" if during else "no status written"
     run.notes.append(
         f"loft cache (status.json, rewritten each second; cap {run.cache_size // MiB} MiB):"
         f" first after the close {mib(first(lambda s: s['t_ns'] >= close))},"
         f" last before the upload's commit {mib(before[-1] if before else None)},"
         f" first under the cap after it"
         f" {mib(first(lambda s: s['t_ns'] >= commit and s['bytes'] <= run.cache_size))};"
-        f" during the cold read up to {max(during, default=0) / MiB:.0f} MiB;"
-        f" at the end {mib(run.trace[-1])}"
+        f" during the cold read {peak}; at the end {mib(run.trace[-1])}"
     )
 
 
