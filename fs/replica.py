@@ -235,13 +235,15 @@ class Replica:
         inflight: Batch | None = self.cache.env.meta_get(txn, "inflight")
         if inflight:
             return inflight, []
-        tree, steps, records = self.replay(txn)
-        del tree
+        # Planned record by record, and only as far as the batch goes: what comes after
+        # it in the journal cannot change how its records are sent.
+        planner = Planner(Virtual(self.cache.remote, txn), self.device)
         batch = Batch(ops=[], covers=[], aliases={})
         found: list[ConflictNote] = []
         created: dict[str, int] = {}
         busy: set[str] = set()
-        for step, (seq, record) in zip(steps, records, strict=True):
+        for seq, record in self.cache.journal.records(txn):
+            step = planner.plan(seq, record)
             if step.acked:
                 continue
             if len(batch["covers"]) >= BATCH:
@@ -261,6 +263,8 @@ class Replica:
             busy |= ids
             batch["covers"].append([seq, list(range(first, len(batch["ops"])))])
             batch["aliases"].update(step.aliases)
+            if not step.notes:
+                continue
             path = self.cache.view.path_of(txn, record["op"].get("parent", p.ROOT_ID)) or "/"
             found.extend(
                 ConflictNote(time=time.time(), path=path.rstrip("/") + "/" + note.name,
