@@ -257,7 +257,7 @@ class Replica:
                 break
             first = len(batch["ops"])
             for op in step.ops:
-                if op["op"] in ("create", "mkdir"):
+                if op["op"] in ("create", "mkdir", "update", "setattr"):
                     created[op["entry"]] = len(batch["ops"])
                 batch["ops"].append(op)
             busy |= ids
@@ -284,8 +284,9 @@ class Replica:
 
     @staticmethod
     def _merge(batch: Batch, step: Step, created: dict[str, int]) -> bool:
-        """Fold a content or attribute change of an entry created in this batch into
-        its create: one version on the server instead of several."""
+        """Fold a content or attribute change into the batch's last create, mkdir,
+        update or setattr of the same entry (the one it was planned on): one version on
+        the server instead of several, on the same base."""
         if len(step.ops) != 1 or step.ops[0]["op"] not in ("update", "setattr"):
             return False
         op = step.ops[0]
@@ -293,6 +294,8 @@ class Replica:
         if index is None:
             return False
         target = batch["ops"][index]
+        if target["op"] == "setattr" and op["op"] == "update":
+            return False  # a setattr carries no content: the update goes next time
         for key in ("size", "blocks", "mode", "mtime"):
             if key in op:
                 target[key] = op[key]

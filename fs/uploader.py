@@ -134,8 +134,12 @@ class Uploader:
         self.link.up()
         log.info("committed %d operation(s) as revision %d", len(batch["ops"]), answer["seq"])
         # The echo comes with the follower's long-poll, which the commit wakes at once.
-        # Meanwhile, what the user does next gathers into the next batch.
-        await trio.sleep(SETTLE)
+        # If the batch took the whole journal, what the user does next gathers for a
+        # moment into the next batch; a backlog goes on at once.
+        with self.cache.read() as txn:
+            newest = int(self.cache.env.meta_get(txn, "journal_seq", 0))
+        if max(int(seq) for seq, _ in batch["covers"]) >= newest:
+            await trio.sleep(SETTLE)
 
     async def _upload(self, missing: list[str]) -> list[str]:
         """Upload these chunks from the cache; the ids of any the cache lacks."""
