@@ -12,13 +12,11 @@ Read-only; one line per problem. What it checks:
 - pending chunks: present and matching their ids;
 - the batch in flight: well-formed, naming journal records that exist.
 
-``fs.fsck`` adds what needs the reconciler (the view is the journal replayed over
-the remote tree).
+``fs.fsck`` runs these and adds what needs the reconciler (the view is the journal
+replayed over the remote tree); ``loft fsck --home`` calls it.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from backend import protocol as p
 from cache.env import Q, Txn
@@ -132,13 +130,3 @@ def check_cache(cache: Cache) -> list[str]:
             *check_chunks(txn, cache),
         ]
 
-
-def check_device(home: Path) -> list[str]:
-    """Every problem found in the device state under ``home``; empty when clean."""
-    if not (home / "cache" / "data.mdb").exists():
-        return []
-    cache = Cache(home / "cache")
-    try:
-        return check_cache(cache)
-    finally:
-        cache.close()
