@@ -143,6 +143,13 @@ class Client:
         answer = await self.call("PUT", f"/chunks/{cid}", raw=data)
         return bool(answer.get("stored"))
 
+    async def put_chunks(self, chunks: list[tuple[str, bytes]]) -> int:
+        """Upload a pack of small chunks in one request (all stored or none); how many
+        of them the server did not hold for this user before."""
+        packed = [[cid, data] for cid, data in chunks]
+        answer = await self.call("POST", "/chunks", body={"chunks": packed})
+        return int(answer.get("stored", 0))
+
     async def get_chunk(self, cid: str) -> bytes:
         """Download one chunk and check it against its id (a bad copy is fetched again)."""
         backoff = Backoff(initial=self.backoff)

@@ -74,6 +74,11 @@ CDC_AVG = 768 * 1024
 """FastCDC's ``avg_size``; with cut-point skipping past ``CDC_MIN`` the mean chunk is ~1 MiB."""
 CDC_MAX = MAX_CHUNK
 
+MAX_PACK_BYTES = 8 * 1024 * 1024
+"""Content bytes in one chunk pack (``POST /v1/chunks``)."""
+MAX_PACK_CHUNKS = 1024
+"""Chunks in one pack."""
+
 MAX_NAME_BYTES = 255
 MAX_OPS_PER_COMMIT = 10_000
 MAX_IDS_PER_QUERY = 10_000
@@ -226,6 +231,27 @@ def block_list(record: Mapping[str, Any]) -> list[tuple[str, int]]:
             raise BadRequest("blocks must be [[chunk_id, length], ...] with 0 < length <= 4 MiB")
         blocks.append((item[0], item[1]))
     return blocks
+
+
+def chunk_pack(record: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """``record["chunks"]``: ``[[chunk_id, content], ...]`` within the pack limits."""
+    raw = field(record, "chunks", list)
+    if not 0 < len(raw) <= MAX_PACK_CHUNKS:
+        raise BadRequest(f"a pack holds 1 to {MAX_PACK_CHUNKS} chunks")
+    pack: list[tuple[str, bytes]] = []
+    for item in raw:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not is_chunk_id(item[0])
+            or not isinstance(item[1], bytes)
+            or not 0 < len(item[1]) <= MAX_CHUNK
+        ):
+            raise BadRequest("chunks must be [[chunk_id, content], ...] with 0 < size <= 4 MiB")
+        pack.append((item[0], item[1]))
+    if sum(len(data) for _, data in pack) > MAX_PACK_BYTES:
+        raise BadRequest(f"a pack holds at most {MAX_PACK_BYTES} bytes of content")
+    return pack
 
 
 def chunk_ids(record: Mapping[str, Any], key: str = "ids") -> list[str]:

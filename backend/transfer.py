@@ -16,18 +16,17 @@ when complete: a reader never sees a half-written file.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 
 from backend import protocol as p
 from backend.chunking import Piece, plan_file
 from backend.client import Client
-from backend.errors import LocalError, first_of
-
-T = TypeVar("T")
+from backend.errors import LocalError
+from backend.tasks import for_each
 
 Progress = Callable[[int], None]
 """Called with a number of bytes just transferred."""
@@ -35,33 +34,6 @@ Progress = Callable[[int], None]
 
 def _no_progress(_: int) -> None:
     pass
-
-
-async def for_each(items: list[T], fn: Callable[[T], Awaitable[None]], workers: int) -> None:
-    """Run ``fn`` on every item, ``workers`` at a time; the first failure cancels the rest."""
-    send, receive = trio.open_memory_channel[T](0)
-
-    async def worker(rx: trio.MemoryReceiveChannel[T]) -> None:
-        async with rx:
-            async for item in rx:
-                await fn(item)
-
-    try:
-        async with trio.open_nursery() as nursery:
-            async with receive:
-                for _ in range(min(workers, len(items)) or 1):
-                    nursery.start_soon(worker, receive.clone())
-            async with send:
-                for item in items:
-                    await send.send(item)
-    except BaseExceptionGroup as group:
-        # trio wraps even one failure in a group, and workers often fail together (the
-        # network went away under all of them): callers catch our own errors
-        # (``except ServerUnavailable`` in the uploader), so raise the first one.
-        first = first_of(group, Exception)
-        if first is None:
-            raise
-        raise first from None
 
 
 def _read_piece(fd: int, piece: Piece) -> bytes:

@@ -2,8 +2,10 @@
 
 Reads of a file nobody is writing fetch only the chunks that cover the range asked
 for: from the LMDB chunk cache, else from the server (each chunk fetched once however
-many readers want it, verified against its id, then cached through the writer). A
-sequential reader gets the next chunks fetched ahead of it. Files being written are
+many readers want it, verified against its id). A fetched chunk goes to its reader at
+once and into the cache through the writer behind it (up to ``STORE_BEHIND`` bytes
+of them at a time; past that, readers wait for their chunk's store). A sequential
+reader gets the next chunks fetched ahead of it. Files being written are
 ``fs.staging``'s.
 """
 
@@ -28,6 +30,8 @@ log = logging.getLogger("loft.fs")
 
 READ_AHEAD = 3
 HOT_BYTES = 32 * 1024 * 1024
+STORE_BEHIND = 64 * 1024 * 1024
+"""Bytes of fetched chunks that may wait for their store while readers go on."""
 
 
 class ContentError(Exception):
@@ -50,6 +54,8 @@ class Fetcher:
         self._nursery: trio.Nursery | None = None
         self._hot: OrderedDict[str, bytes] = OrderedDict()
         self._hot_bytes = 0
+        self._storing: dict[str, tuple[bytes, trio.Event]] = {}
+        self._storing_bytes = 0
 
     def _remember(self, cid: str, data: bytes) -> bytes:
         """Keep the last few chunks in memory: the kernel reads 128 KiB at a time."""
@@ -73,6 +79,9 @@ class Fetcher:
     async def keep(self, cid: str) -> None:
         """Have the chunk in the LMDB cache (for pins): a copy in memory alone does not
         count, as it is gone at the next start."""
+        storing = self._storing.get(cid)
+        if storing is not None:
+            await storing[1].wait()
         if self.cache.chunks.has(cid):
             return
         hot = self._hot.pop(cid, None)
@@ -86,21 +95,30 @@ class Fetcher:
         if self._nursery is None:
             return
         for cid in cids:
-            if cid not in self._inflight and not self.cache.chunks.has(cid):
+            if cid not in self._inflight and cid not in self._storing \
+                    and not self.cache.chunks.has(cid):
                 self._nursery.start_soon(self._prefetch_one, cid)
 
     async def _prefetch_one(self, cid: str) -> None:
         with contextlib.suppress(ContentError):  # the reader that needs it reports it
             await self.get(cid)
 
+    def cached(self, cid: str) -> bytes | None:
+        """The chunk if this device holds it (memory or LMDB), without waiting."""
+        hot = self._hot.get(cid)
+        if hot is not None:
+            return self._remember(cid, hot)
+        storing = self._storing.get(cid)
+        if storing is not None:
+            return self._remember(cid, storing[0])
+        data = self.cache.chunks.get(cid)
+        return None if data is None else self._remember(cid, data)
+
     async def get(self, cid: str) -> bytes:
         while True:
-            hot = self._hot.get(cid)
-            if hot is not None:
-                return self._remember(cid, hot)
-            data = self.cache.chunks.get(cid)
+            data = self.cached(cid)
             if data is not None:
-                return self._remember(cid, data)
+                return data
             waiting = self._inflight.get(cid)
             if waiting is None:
                 break
@@ -108,11 +126,27 @@ class Fetcher:
         done = self._inflight[cid] = trio.Event()
         try:
             data = await self._download(cid)
-            await self._store(cid, data)
+            if self._nursery is None or self._storing_bytes >= STORE_BEHIND:
+                await self._store(cid, data)
+            else:
+                self._storing[cid] = (data, trio.Event())
+                self._storing_bytes += len(data)
+                self._nursery.start_soon(self._store_behind, cid)
             return self._remember(cid, data)
         finally:
             del self._inflight[cid]
             done.set()
+
+    async def _store_behind(self, cid: str) -> None:
+        data, stored = self._storing[cid]
+        try:
+            await self._store(cid, data)
+        except Exception as err:  # a full disk: the chunk is fetched again when needed
+            log.warning("cannot cache chunk %s: %s", cid, err)
+        finally:
+            del self._storing[cid]
+            self._storing_bytes -= len(data)
+            stored.set()
 
     async def _store(self, cid: str, data: bytes) -> None:
         def put(txn: Txn) -> None:
@@ -160,13 +194,19 @@ async def read_blocks(fetcher: Fetcher, blocks: BlockMap, offset: int, size: int
     if not indices:
         return b""
     pieces: dict[int, bytes] = {}
+    for index in indices:  # the common case: all held here, no tasks to start
+        data = fetcher.cached(blocks.ids[index])
+        if data is not None:
+            pieces[index] = data
 
     async def one(index: int) -> None:
         pieces[index] = await fetcher.get(blocks.ids[index])
 
-    async with trio.open_nursery() as nursery:
-        for index in indices:
-            nursery.start_soon(one, index)
+    if len(pieces) < len(indices):
+        async with trio.open_nursery() as nursery:
+            for index in indices:
+                if index not in pieces:
+                    nursery.start_soon(one, index)
     after = indices[-1] + 1
     fetcher.prefetch(blocks.ids[after : after + READ_AHEAD])
     data = b"".join(pieces[i] for i in indices)

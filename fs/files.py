@@ -3,9 +3,10 @@
 A file opened for writing gets a staging file (``fs.staging``), made under the entry's
 own lock; reads of a file nobody writes fetch only the chunks they need
 (``fs.content``). Close-to-open: the last close of a written file (or ``fsync``)
-seals it into a new version, based on the version the writer started from, and
-returns once that is durable on this device (a group commit shared by the closes
-that arrive together).
+seals it into a new version, based on the version the writer started from, committed
+to LMDB. ``close`` returns then (the mount flushes LMDB to disk once a second, like a
+journaling filesystem's commit interval); ``fsync`` returns once it is on disk (a
+group commit shared by the callers that arrive together).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from typing import Any
 import pyfuse3
 import trio
 
+from cache.env import Txn
 from cache.records import Entry
 from fs.content import BlockMap, read_blocks
 from fs.core import Handle, MountCore, new_op
 from fs.errors import errors, fail
+from fs.replica import ViewChange
 
 log = logging.getLogger("loft.fs")
 
@@ -62,10 +65,21 @@ class FileHandlers(MountCore):
     async def _seal(self, entry_id: str) -> None:
         """The staging file's content becomes a new version: chunks, view, journal."""
         staged = self.stager.staged[entry_id]
-        blocks, size = await self.stager.seal(staged)
-        op = new_op("update", entry=entry_id, size=size, mtime=staged.mtime, blocks=blocks)
-        base = staged.base
-        changes = await self._change(lambda txn: self.replica.record_update(txn, op, base))
+        base, mtime = staged.base, staged.mtime
+
+        def record(txn: Txn, blocks: list[list[Any]], size: int) -> list[ViewChange] | None:
+            op = new_op("update", entry=entry_id, size=size, mtime=mtime, blocks=blocks)
+            return self.replica.record_update(txn, op, base)
+
+        if self.stager.small(staged):
+            def job(txn: Txn) -> tuple[list[list[Any]], int, list[ViewChange] | None]:
+                blocks, size = self.stager.seal_in(txn, staged)
+                return blocks, size, record(txn, blocks, size)
+
+            blocks, size, changes = await self._change(job)
+        else:
+            blocks, size = await self.stager.seal(staged)
+            changes = await self._change(lambda txn: record(txn, blocks, size))
         staged.modified = False
         staged.base = Entry(**{**base, "size": size, "blocks": blocks})
         self.versions[entry_id] = self.versions.get(entry_id, 0) + 1
@@ -127,14 +141,15 @@ class FileHandlers(MountCore):
 
     @errors
     async def flush(self, fh: int) -> None:
-        """``close(2)``: the content written so far becomes a version (close-to-open)."""
+        """``close(2)``: the content written so far becomes a version (close-to-open),
+        committed to LMDB (it survives ``kill -9`` of the mount at once, and a power
+        cut after the mount's next flush, within a second)."""
         handle = self.handles.get(fh)
         if handle is None or not handle.writable:
             return
         staged = self.stager.staged.get(handle.entry_id)
         if staged is not None and staged.modified:
             await self.seal(handle.entry_id)
-            await self._durable()
 
     async def _durable(self) -> None:
         """Return once every LMDB commit made so far is on disk (survives a power cut).

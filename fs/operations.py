@@ -70,6 +70,8 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
             change["mode"] = attr.st_mode & 0o7777
         if fields.update_mtime:
             change["mtime"] = attr.st_mtime_ns
+        if entry["id"] not in self.stager.staged:  # what changes nothing makes no version
+            change = {k: v for k, v in change.items() if entry.get(k) != v}
         if change and self.inodes.is_orphan(inode, entry):
             entry.update(change)  # type: ignore[typeddict-item]
         elif change:

@@ -27,7 +27,7 @@ import math
 import trio
 
 from backend.retry import Backoff
-from backend.transfer import for_each
+from backend.tasks import for_each
 from cache.store import Cache
 from fs.content import ContentError, Fetcher
 

@@ -26,7 +26,7 @@ import trio
 from backend.client import Client
 from backend.errors import LoftError, MissingChunks, Unauthorized
 from backend.retry import Backoff
-from backend.transfer import for_each
+from backend.tasks import for_each
 from cache.env import Writer
 from cache.records import Batch
 from cache.store import Cache
@@ -36,10 +36,21 @@ from fs.replica import Replica, ViewChange
 
 log = logging.getLogger("loft.sync")
 
+GATHER = 0.02
+"""Seconds the first change after a quiet spell waits for the rest of its save (an
+editor's write, close, rename) before it is committed."""
 SETTLE = 0.1
-"""Seconds the uploader lets a burst of local changes gather before it commits them."""
+"""Seconds the changes made during a commit gather before the next one: a program
+writing many files commits a few times a second, not once per file."""
+BACKLOG = 64
+"""Journal records past a commit that make the next one go at once, without ``SETTLE``."""
 WORKERS = 6
-"""Chunks uploaded at once."""
+"""Uploads (a chunk or a pack) in flight at once."""
+PACK_BELOW = 512 * 1024
+"""Chunks smaller than this go up in packs (``POST /v1/chunks``), not one request each."""
+PACK_BYTES = 4 * 1024 * 1024
+PACK_CHUNKS = 256
+"""A pack is sent once it holds this many bytes or chunks."""
 
 
 class Uploader:
@@ -105,19 +116,19 @@ class Uploader:
         with trio.move_on_after(5.0):
             await self._wake.wait()
         self._wake = trio.Event()
-        await trio.sleep(SETTLE)
+        await trio.sleep(GATHER)
 
     async def _push(self, batch: Batch) -> None:
         log.debug("pushing %d record(s) as %s", len(batch["covers"]),
                   [op["op"] for op in batch["ops"]])
-        chunks = sorted({b[0] for op in batch["ops"] for b in op.get("blocks", [])})
-        lost = await self._upload(await self.client.missing(chunks))
+        sizes = {b[0]: b[1] for op in batch["ops"] for b in op.get("blocks", [])}
+        lost = await self._upload(await self.client.missing(sorted(sizes)), sizes)
         try:
             if lost:
                 raise LoftError(f"{len(lost)} chunk(s) of this change are gone from the cache")
             answer = await self.client.commit(self.ns, batch["ops"])
         except MissingChunks as err:
-            await self._upload(list(err.detail.get("missing", [])))
+            await self._upload(list(err.detail.get("missing", [])), sizes)
             return
         except LoftError as err:
             if not err.permanent and not lost:
@@ -134,24 +145,51 @@ class Uploader:
         self.link.up()
         log.info("committed %d operation(s) as revision %d", len(batch["ops"]), answer["seq"])
         # The echo comes with the follower's long-poll, which the commit wakes at once.
-        # If the batch took the whole journal, what the user does next gathers for a
-        # moment into the next batch; a backlog goes on at once.
+        # What the user does meanwhile gathers for ``SETTLE`` into the next batch; a
+        # backlog goes on at once.
         with self.cache.read() as txn:
-            newest = int(self.cache.env.meta_get(txn, "journal_seq", 0))
-        if max(int(seq) for seq, _ in batch["covers"]) >= newest:
+            left = self.cache.journal.size(txn) - len(batch["covers"])
+        if left < BACKLOG:
             await trio.sleep(SETTLE)
 
-    async def _upload(self, missing: list[str]) -> list[str]:
-        """Upload these chunks from the cache; the ids of any the cache lacks."""
+    async def _upload(self, missing: list[str], sizes: dict[str, int]) -> list[str]:
+        """Upload these chunks from the cache, small ones in packs; the ids of any the
+        cache lacks."""
         lost: list[str] = []
 
-        async def send(cid: str) -> None:
-            data = self.cache.chunks.get(cid)
-            if data is None:
-                log.error("chunk %s is gone from the cache before its upload", cid)
-                lost.append(cid)
-                return
-            await self.client.put_chunk(cid, data)
+        async def send(group: list[str]) -> None:
+            found: list[tuple[str, bytes]] = []
+            for cid in group:
+                data = self.cache.chunks.get(cid)
+                if data is None:
+                    log.error("chunk %s is gone from the cache before its upload", cid)
+                    lost.append(cid)
+                else:
+                    found.append((cid, data))
+            if len(found) == 1:
+                await self.client.put_chunk(*found[0])
+            elif found:
+                await self.client.put_chunks(found)
 
-        await for_each(missing, send, WORKERS)
+        await for_each(packs(missing, sizes), send, WORKERS)
         return lost
+
+
+def packs(missing: list[str], sizes: dict[str, int]) -> list[list[str]]:
+    """The chunks grouped into uploads: a large chunk alone, small ones together."""
+    groups: list[list[str]] = []
+    pack: list[str] = []
+    held = 0
+    for cid in missing:
+        size = sizes.get(cid, PACK_BELOW)
+        if size >= PACK_BELOW:
+            groups.append([cid])
+            continue
+        pack.append(cid)
+        held += size
+        if held >= PACK_BYTES or len(pack) >= PACK_CHUNKS:
+            groups.append(pack)
+            pack, held = [], 0
+    if pack:
+        groups.append(pack)
+    return groups

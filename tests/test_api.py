@@ -551,6 +551,58 @@ async def test_chunk_download_returns_the_exact_bytes(acct: Account) -> None:
             assert response.content == data
 
 
+async def test_a_pack_of_small_chunks_is_stored_whole_and_counts_what_was_new(
+    acct: Account,
+) -> None:
+    known = os.urandom(3000)
+    fresh = [os.urandom(n) for n in (1, 4096, 200_000)] + [b"compressible " * 5000]
+    async with acct.client() as c:
+        await upload(c, known)
+        pack = [(p.chunk_id(d), d) for d in [known, *fresh, fresh[0]]]  # a repeat too
+        assert await c.put_chunks(pack) == len(fresh)
+        assert await c.missing([cid for cid, _ in pack]) == []
+        for cid, data in pack:
+            assert await c.get_chunk(cid) == data
+        assert await c.put_chunks(pack) == 0  # idempotent
+
+
+async def test_a_pack_with_one_wrong_chunk_stores_nothing(acct: Account) -> None:
+    good = [os.urandom(1000) for _ in range(3)]
+    pack = [[p.chunk_id(d), d] for d in good]
+    pack[1][1] = b"not what the id says"
+    response = await raw(acct.server, "POST", "/chunks", acct.token, body={"chunks": pack})
+    assert refused(response, 422, "hash_mismatch")["detail"] == {"index": 1}
+    async with acct.client() as c:
+        ids = [p.chunk_id(d) for d in good]
+        assert await c.missing(ids) == ids
+
+
+async def test_malformed_or_oversized_packs_are_400_and_store_nothing(acct: Account) -> None:
+    data = os.urandom(100)
+    cid = p.chunk_id(data)
+    big = [os.urandom(p.MAX_CHUNK) for _ in range(p.MAX_PACK_BYTES // p.MAX_CHUNK + 1)]
+    bodies: list[Any] = [
+        {},
+        {"chunks": []},
+        {"chunks": "abc"},
+        {"chunks": [[cid]]},
+        {"chunks": [[cid, "text, not bytes"]]},
+        {"chunks": [[cid.upper(), data]]},
+        {"chunks": [[p.chunk_id(b""), b""]]},
+        {"chunks": [[cid, data]] * (p.MAX_PACK_CHUNKS + 1)},
+        {"chunks": [[p.chunk_id(d), d] for d in big] + [[cid, data]]},
+    ]
+    for body in bodies:
+        response = await raw(acct.server, "POST", "/chunks", acct.token, body=body)
+        assert response.status_code in (400, 413), response.status_code
+        refused(response, response.status_code, "bad_request" if response.status_code == 400
+                else "too_large")
+    async with acct.client() as c:
+        assert await c.missing([cid]) == [cid]
+    response = await raw(acct.server, "POST", "/chunks", None, body={"chunks": [[cid, data]]})
+    refused(response, 401, "unauthorized")
+
+
 async def test_missing_names_only_chunks_not_yet_uploaded(acct: Account) -> None:
     uploaded = [os.urandom(1000) for _ in range(3)]
     absent = [p.chunk_id(os.urandom(1000)) for _ in range(3)]

@@ -607,6 +607,20 @@ def test_fsync_and_fdatasync_return_on_a_written_file_and_a_directory(here: Path
         os.close(dfd)
 
 
+def test_a_file_sealed_at_each_fsync_keeps_every_byte_at_close(here: Path) -> None:
+    """Each ``fsync`` makes a version of all that is written so far: past the inline
+    seal (1 MiB) and over several seal steps (16 MiB), however often it is sealed."""
+    pieces = [random.randbytes(n) for n in (3 << 20, 18 << 20, 100)]
+    fd = os.open(here / "sealed", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        for piece in pieces:
+            os.write(fd, piece)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert (here / "sealed").read_bytes() == b"".join(pieces)
+
+
 # --- locks ---------------------------------------------------------------------------
 
 

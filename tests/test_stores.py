@@ -315,7 +315,7 @@ async def live_tree(store: MetadataStore, user: int, ns: int) -> dict[str, dict[
 
 async def uploaded(store: MetadataStore, user: int, data: bytes) -> list[Any]:
     cid = p.chunk_id(data)
-    await store.add_chunk(user, cid, len(data), len(data) + 1)
+    await store.add_chunks(user, [(cid, len(data), len(data) + 1)])
     return [cid, len(data)]
 
 
@@ -531,7 +531,7 @@ async def test_a_chunk_is_visible_to_its_uploader_and_to_members_of_a_namespace_
     cid = p.chunk_id(data)
     assert await store.missing_chunks(alice, [cid]) == [cid]
 
-    await store.add_chunk(alice, cid, len(data), len(data) + 1)
+    await store.add_chunks(alice, [(cid, len(data), len(data) + 1)])
     assert await store.missing_chunks(alice, [cid]) == []
     assert await store.chunk_visible(alice, cid)
     assert await store.missing_chunks(bob, [cid]) == [cid]
@@ -563,7 +563,7 @@ async def test_membership_alone_does_not_reveal_a_chunk_no_file_uses(
             "INSERT INTO members (ns, user_id, role) VALUES (?, ?, 'editor')", (alice_ns, bob)
         )
     cid = p.chunk_id(b"alice only")
-    await store.add_chunk(alice, cid, 10, 11)
+    await store.add_chunks(alice, [(cid, 10, 11)])
     assert await store.missing_chunks(bob, [cid]) == [cid]
     assert not await store.chunk_visible(bob, cid)
 

@@ -10,6 +10,9 @@ GET  /v1/whoami                             {user, device, root_ns, namespaces}
 POST /v1/chunks/missing {ids}               {missing}: ids this user must upload
 PUT  /v1/chunks/{id}  (raw body)            {stored}: new to this user; 422 if the body's
                                             hash is not id
+POST /v1/chunks {chunks: [[id, content]]}   {stored}: how many were new to this user; a
+                                            pack of small chunks, all or nothing (422
+                                            {index} if one's content is not its id)
 GET  /v1/chunks/{id}                        raw content; 404 unless visible to the user
 POST /v1/ns/{ns}/commit {ops}               {seq, head, results}; 409 with the current
                                             entry on a stale base; 412 {missing}
@@ -56,10 +59,13 @@ from backend.server.auth import DEFAULT_TOKEN_TTL, new_token, verify_password
 from backend.server.blocks import BlockStore, seal, unseal
 from backend.server.metadata import MetadataStore
 from backend.server.notifier import Notifier
+from backend.tasks import for_each
 
 log = logging.getLogger("loft.server")
 
 VERSION = "0.1.0"
+STORE_WORKERS = 8
+"""Chunks of one upload stored in the block store at once."""
 
 
 @dataclass
@@ -257,22 +263,47 @@ async def put_chunk(request: Request, caller: Caller) -> Response:
     data = await _read_body(request, p.MAX_CHUNK)
     if not data:
         raise BadRequest("a chunk may not be empty")
-    if p.chunk_id(data) != cid:
-        raise HashMismatch("chunk content does not match its id; nothing stored")
-    state = _state(request)
-    # The answer says whether the chunk is new *to this user*, never whether another
-    # user already holds the same bytes: that would be the dedup side channel
-    # ``/chunks/missing`` is careful to close.
-    new_to_caller = not await state.metadata.chunk_visible(caller.user_id, cid)
-    stored = await state.blocks.has(cid)
-    size_at_rest = 0
-    if not stored:
-        sealed = await trio.to_thread.run_sync(seal, data)
-        size_at_rest = len(sealed)
-        await state.blocks.put(cid, sealed)
-    # The chunk is durable in the block store before the metadata names it.
-    await state.metadata.add_chunk(caller.user_id, cid, len(data), size_at_rest)
-    return cbor({"stored": new_to_caller}, 201 if new_to_caller else 200)
+    new = await _store_chunks(_state(request), caller, [(cid, data)])
+    return cbor({"stored": bool(new)}, 201 if new else 200)
+
+
+@_authenticated
+async def put_chunks(request: Request, caller: Caller) -> Response:
+    pack = p.chunk_pack(await _body_map(request, p.MAX_PACK_BYTES + 64 * 1024))
+    new = await _store_chunks(_state(request), caller, pack)
+    return cbor({"stored": new}, 201 if new else 200)
+
+
+async def _store_chunks(state: ServerState, caller: Caller, chunks: list[tuple[str, bytes]]) -> int:
+    """Verify every chunk against its id (one mismatch: nothing stored), store those the
+    block store lacks, then record and grant them all in one metadata transaction. How
+    many were new *to this user*: never whether another user already holds the same
+    bytes, the dedup side channel ``/chunks/missing`` is careful to close."""
+
+    def verify() -> int | None:
+        return next((i for i, (cid, data) in enumerate(chunks) if p.chunk_id(data) != cid), None)
+
+    bad = await trio.to_thread.run_sync(verify)
+    if bad is not None:
+        raise HashMismatch(
+            f"chunk {bad} of the upload does not match its id; nothing stored", {"index": bad}
+        )
+    unseen = set(await state.metadata.missing_chunks(caller.user_id, [c for c, _ in chunks]))
+    at_rest: dict[str, int] = {}
+
+    async def store(chunk: tuple[str, bytes]) -> None:
+        cid, data = chunk
+        if not await state.blocks.has(cid):
+            sealed = await trio.to_thread.run_sync(seal, data)
+            await state.blocks.put(cid, sealed)
+            at_rest[cid] = len(sealed)
+
+    await for_each(list(dict(chunks).items()), store, STORE_WORKERS)
+    # The chunks are durable in the block store before the metadata names them.
+    await state.metadata.add_chunks(
+        caller.user_id, [(cid, len(data), at_rest.get(cid, 0)) for cid, data in chunks]
+    )
+    return len(unseen)
 
 
 @_authenticated
@@ -359,6 +390,7 @@ def create_app(state: ServerState) -> Starlette:
             Route(f"{v}/login", login, methods=["POST"]),
             Route(f"{v}/whoami", whoami, methods=["GET"]),
             Route(f"{v}/chunks/missing", missing_chunks, methods=["POST"]),
+            Route(f"{v}/chunks", put_chunks, methods=["POST"]),
             Route(f"{v}/chunks/{{cid}}", put_chunk, methods=["PUT"]),
             Route(f"{v}/chunks/{{cid}}", get_chunk, methods=["GET"]),
             Route(f"{v}/ns/{{ns}}/commit", commit, methods=["POST"]),

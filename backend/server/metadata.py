@@ -312,17 +312,18 @@ class MetadataStore:
         )
         return bool(rows)
 
-    async def add_chunk(self, user_id: int, cid: str, size: int, stored: int) -> None:
-        """Record a chunk the block store now holds durably, and grant it to its uploader.
+    async def add_chunks(self, user_id: int, chunks: list[tuple[str, int, int]]) -> None:
+        """Record chunks the block store now holds durably (``(id, size, size at rest)``,
+        0 at rest for one stored before), and grant them to their uploader.
 
         Group commit: records that arrive while one transaction is committing go
         together in the next one, so parallel uploads share a single fsync instead of
-        queueing for one each. Each caller returns only once its own record is durable.
+        queueing for one each. Each caller returns only once its own records are durable.
         """
-        item = _ChunkRecord(user_id, cid, size, stored)
-        self._chunk_queue.append(item)
+        items = [_ChunkRecord(user_id, cid, size, stored) for cid, size, stored in chunks]
+        self._chunk_queue.extend(items)
         async with self._chunk_lock:
-            if not item.done:
+            if not all(item.done for item in items):
                 batch, self._chunk_queue = self._chunk_queue, []
                 now = int(time.time())
 
@@ -348,8 +349,9 @@ class MetadataStore:
                 finally:
                     for record in batch:
                         record.done = True
-        if item.error is not None:
-            raise item.error
+        for item in items:
+            if item.error is not None:
+                raise item.error
 
 
 @dataclass
