@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import time
 from typing import Any
 
 import pyfuse3
@@ -34,8 +33,9 @@ class FileHandlers(MountCore):
     async def _truncate(self, entry: Entry, size: int) -> None:
         async with self.stager.lock(entry["id"]):
             staged = await self.stager.stage(await self._current(entry), truncate=size == 0)
+            before = os.fstat(staged.fd).st_size
             os.ftruncate(staged.fd, size)
-            staged.modified, staged.mtime = True, time.time_ns()
+            staged.changed(min(before, size), max(before, size))
             await self._unstage(entry["id"])
 
     async def _current(self, entry: Entry) -> Entry:
@@ -71,16 +71,20 @@ class FileHandlers(MountCore):
             op = new_op("update", entry=entry_id, size=size, mtime=mtime, blocks=blocks)
             return self.replica.record_update(txn, op, base)
 
-        if self.stager.small(staged):
-            def job(txn: Txn) -> tuple[list[list[Any]], int, list[ViewChange] | None]:
-                blocks, size = self.stager.seal_in(txn, staged)
-                return blocks, size, record(txn, blocks, size)
+        dirty = staged.take()
+        try:
+            if self.stager.small(staged):
+                def job(txn: Txn) -> tuple[list[list[Any]], int, list[ViewChange] | None]:
+                    blocks, size = self.stager.seal_in(txn, staged)
+                    return blocks, size, record(txn, blocks, size)
 
-            blocks, size, changes = await self._change(job)
-        else:
-            blocks, size = await self.stager.seal(staged)
-            changes = await self._change(lambda txn: record(txn, blocks, size))
-        staged.modified = False
+                blocks, size, changes = await self._change(job)
+            else:
+                blocks, size = await self.stager.seal(staged, dirty)
+                changes = await self._change(lambda txn: record(txn, blocks, size))
+        except BaseException:
+            staged.give_back(dirty)
+            raise
         staged.base = Entry(**{**base, "size": size, "blocks": blocks})
         self.versions[entry_id] = self.versions.get(entry_id, 0) + 1
         if changes:
@@ -136,7 +140,7 @@ class FileHandlers(MountCore):
         if staged is None or not handle.writable:
             raise fail(errno.EBADF)
         written = os.pwrite(staged.fd, buf, off)
-        staged.modified, staged.mtime = True, time.time_ns()
+        staged.changed(off, off + written)
         return written
 
     @errors

@@ -15,6 +15,8 @@ Each entry has a lock of its own (``Stager.lock``), held while its staging file 
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import os
 import time
@@ -44,13 +46,71 @@ a few milliseconds of the writer's time instead of three trips to other threads.
 
 @dataclass
 class Staged:
-    """A file being written: its staging file, who holds it and what it started from."""
+    """A file being written: its staging file, who holds it and what it started from.
+
+    ``base`` is the version whose block list describes the staging file outside
+    ``dirty``: the byte range written, cut off or added since (None: nothing), which
+    is all the next seal cuts again (``Recut``).
+    """
 
     fd: int
     base: Entry
     opens: int = 0
     modified: bool = False
     mtime: int = field(default_factory=time.time_ns)
+    dirty: tuple[int, int] | None = None
+
+    def changed(self, lo: int, hi: int) -> None:
+        """Bytes ``[lo, hi)`` were written (or the size moved between ``lo`` and ``hi``)."""
+        if self.dirty is not None:
+            lo, hi = min(lo, self.dirty[0]), max(hi, self.dirty[1])
+        self.dirty = (lo, hi)
+        self.modified, self.mtime = True, time.time_ns()
+
+    def take(self) -> tuple[int, int] | None:
+        """What a seal starting now covers; changes made while it runs count anew."""
+        dirty, self.dirty, self.modified = self.dirty, None, False
+        return dirty
+
+    def give_back(self, dirty: tuple[int, int] | None) -> None:
+        """A seal that failed: what it took is still to be sealed."""
+        self.changed(*(dirty or (0, 0)))
+
+
+class Recut:
+    """Which part of a file a seal cuts again, from the block list of the version the
+    staging file held before (``old``) and the range changed since (``dirty``).
+
+    FastCDC starts afresh at every cut point, so the chunks before the one holding the
+    first changed byte are kept as they are, and cutting resumes at that chunk's start
+    (the last chunk ends at the end of the file, not at a cut point, so an append cuts
+    it again). Past the last changed byte, once a new cut point falls on an old one,
+    the content and so every later cut point is the old one's: those blocks are kept
+    too. A 1-byte edit anywhere costs a chunk or two of cutting, and an append the
+    last chunk and the new bytes.
+    """
+
+    def __init__(self, old: list[list[Any]], dirty: tuple[int, int] | None, size: int) -> None:
+        self.old = old
+        starts = list(itertools.accumulate((length for _, length in old), initial=0))
+        lo, hi = dirty if dirty is not None else (0, max(size, starts[-1]))
+        self.first = max(0, min(bisect.bisect_right(starts, lo) - 1, len(old) - 1))
+        self.start = starts[self.first] if old else 0
+        # An old cut point (not the old end) at or past the change, inside both files.
+        self._resync = {
+            end: index + 1
+            for index, end in enumerate(starts[1:-1])
+            if end >= hi and end < size and end > self.start
+        }
+
+    def tail(self, end: int) -> int | None:
+        """The index of the first old block kept after a new chunk that ends at
+        ``end`` (a file offset), or None if cutting goes on."""
+        return self._resync.get(end)
+
+    def blocks(self, cut: list[list[Any]], tail: int | None) -> list[list[Any]]:
+        kept = self.old[tail:] if tail is not None else []
+        return self.old[: self.first] + cut + kept
 
 
 class Stager:
@@ -101,10 +161,11 @@ class Stager:
                 path.unlink(missing_ok=True)
                 raise
             staged = self.staged[entry["id"]] = Staged(fd, entry)
+            if truncate:
+                staged.changed(0, entry["size"])
         elif truncate:
+            staged.changed(0, os.fstat(staged.fd).st_size)
             os.ftruncate(staged.fd, 0)
-        if truncate:
-            staged.modified, staged.mtime = True, time.time_ns()
         staged.opens += 1
         return staged
 
@@ -134,12 +195,16 @@ class Stager:
         for entry_id in list(self.staged):
             self.drop(entry_id)
 
-    async def seal(self, staged: Staged) -> tuple[list[list[Any]], int]:
-        """Cut the staging file into chunks, cache the new ones as pending; the block
-        list and size of the version it holds. Cutting the next ``SEAL_BATCH`` bytes (a
-        worker thread) overlaps storing the last ones (the writer). Memory: at most
-        three batches."""
-        blocks: list[list[Any]] = []
+    async def seal(
+        self, staged: Staged, dirty: tuple[int, int] | None
+    ) -> tuple[list[list[Any]], int]:
+        """Cut what changed of the staging file into chunks (``Recut``), cache the new
+        ones as pending; the block list and size of the version it now holds. Cutting
+        the next ``SEAL_BATCH`` bytes (a worker thread) overlaps storing the last ones
+        (the writer). Memory: at most three batches."""
+        size = os.fstat(staged.fd).st_size
+        recut = Recut(staged.base.get("blocks", []), dirty, size)
+        cut_blocks: list[list[Any]] = []
         send, receive = trio.open_memory_channel[list[tuple[str, bytes]]](1)
 
         async def store() -> None:
@@ -148,18 +213,17 @@ class Stager:
                     await self._store(new)
 
         with os.fdopen(os.dup(staged.fd), "rb", buffering=0) as f:
-            f.seek(0)  # a dup shares the offset, which the last seal left at the end
-            stream = cut(f, os.fstat(staged.fd).st_size)
+            f.seek(recut.start)  # a dup shares the offset: set it whatever it was
+            reader = Cutter(cut(f, size - recut.start), recut)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(store)
                 async with send:
-                    while True:
-                        pieces, new = await trio.to_thread.run_sync(self._cut_some, stream)
-                        blocks.extend([cid, length] for cid, length in pieces)
+                    while not reader.done:
+                        pieces, new = await trio.to_thread.run_sync(self._cut_some, reader)
+                        cut_blocks.extend([cid, length] for cid, length in pieces)
                         if new:
                             await send.send(new)
-                        if len(pieces) == 0:
-                            break
+        blocks = recut.blocks(cut_blocks, reader.tail)
         return blocks, sum(length for _, length in blocks)
 
     def small(self, staged: Staged) -> bool:
@@ -178,16 +242,13 @@ class Stager:
             blocks.append([piece.id, piece.length])
         return blocks, len(data)
 
-    def _cut_some(
-        self, stream: Iterator[tuple[int, memoryview]]
-    ) -> tuple[list[tuple[str, int]], list[tuple[str, bytes]]]:
+    def _cut_some(self, reader: Cutter) -> tuple[list[tuple[str, int]], list[tuple[str, bytes]]]:
         """The next chunks, up to ``SEAL_BATCH`` bytes (in a worker thread): every
         ``(id, length)``, and the content of those the cache lacks."""
         pieces: list[tuple[str, int]] = []
         new: list[tuple[str, bytes]] = []
         held = 0
-        for _, view in stream:
-            data = bytes(view)
+        for data in reader:
             cid = p.chunk_id(data)
             pieces.append((cid, len(data)))
             held += len(data)
@@ -209,3 +270,28 @@ class Stager:
 
         await self.writer.write(put)
 
+
+class Cutter:
+    """The chunks of a ``Recut``, one ``bytes`` at a time, until the cut falls back on
+    the old cut points (``tail``) or the file ends (``done``)."""
+
+    def __init__(self, stream: Iterator[tuple[int, memoryview]], recut: Recut) -> None:
+        self.stream = stream
+        self.recut = recut
+        self.at = recut.start
+        self.tail: int | None = None
+        self.done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.done:
+            return
+        for _, view in self.stream:
+            data = bytes(view)
+            self.at += len(data)
+            self.tail = self.recut.tail(self.at)
+            if self.tail is not None:
+                self.done = True
+            yield data
+            if self.done:
+                return
+        self.done = True

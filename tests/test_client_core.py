@@ -9,6 +9,8 @@ the batch the uploader would send, and ``fs.fsck``.
 
 from __future__ import annotations
 
+import io
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,14 @@ import pytest
 import trio
 
 from backend import protocol as p
+from backend.chunking import cut, cut_bytes
 from cache.env import Env, Q, Writer
 from cache.records import PENDING, Entry
 from cache.store import Cache
 from fs.conflicts import conflicted_name
 from fs.fsck import check
 from fs.replica import Replica
+from fs.staging import Cutter, Recut
 
 DATA = {n: bytes([n]) * (10 * n) for n in (1, 2, 3)}
 B1, B2, B3 = ([[p.chunk_id(DATA[n]), len(DATA[n])]] for n in (1, 2, 3))
@@ -273,3 +277,61 @@ def test_a_cache_of_the_older_layout_keeps_its_pending_changes(tmp_path: Path) -
         clean(cache)
     finally:
         cache.close()
+
+
+# --- sealing: only what changed is cut again ---------------------------------------------
+
+
+def _cut_all(data: bytes) -> list[list[Any]]:
+    return [[piece.id, piece.length] for piece in cut_bytes(data)]
+
+
+def _recut(
+    old: list[list[Any]], dirty: tuple[int, int], data: bytes
+) -> tuple[list[list[Any]], int]:
+    """The block list a seal makes of ``data``, and how many bytes it cut again."""
+    recut = Recut(old, dirty, len(data))
+    stream = io.BytesIO(data)
+    stream.seek(recut.start)
+    cutter = Cutter(cut(stream, len(data) - recut.start), recut)
+    pieces: list[list[Any]] = [[p.chunk_id(chunk), len(chunk)] for chunk in cutter]
+    return recut.blocks(pieces, cutter.tail), sum(length for _, length in pieces)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["overwrite_middle", "overwrite_start", "append", "truncate", "extend", "rewrite_all"],
+)
+def test_a_seal_cuts_only_around_the_change_and_makes_the_blocks_a_full_cut_makes(
+    edit: str,
+) -> None:
+    rng = random.Random(edit)
+    old_data = rng.randbytes(24 * 1024 * 1024)
+    old = _cut_all(old_data)
+    data = bytearray(old_data)
+    size = len(data)
+    if edit == "overwrite_middle":
+        data[size // 2] ^= 0xFF
+        dirty = (size // 2, size // 2 + 1)
+    elif edit == "overwrite_start":
+        data[0:4096] = rng.randbytes(4096)
+        dirty = (0, 4096)
+    elif edit == "append":
+        data += rng.randbytes(4096)
+        dirty = (size, size + 4096)
+    elif edit == "truncate":
+        del data[size // 3 :]
+        dirty = (size // 3, size)
+    elif edit == "extend":
+        data += bytes(5 * 1024 * 1024)
+        dirty = (size, len(data))
+    else:
+        data = bytearray(rng.randbytes(size))
+        dirty = (0, size)
+    blocks, cut_again = _recut(old, dirty, bytes(data))
+    assert blocks == _cut_all(bytes(data))
+    small_edit = edit in ("overwrite_middle", "overwrite_start", "append")
+    if small_edit:  # a chunk or two, whatever the file's size
+        assert cut_again <= 2 * p.CDC_MAX, cut_again
+    elif edit == "truncate":  # from the chunk holding the new end
+        assert cut_again <= p.CDC_MAX
