@@ -55,6 +55,11 @@ class Chunks:
         with self.env.read() as txn:
             return txn.get(cid.encode(), db=self.meta_db) is not None
 
+    def pending(self, txn: Txn) -> list[str]:
+        """The chunks waiting for an upload."""
+        return [bytes(key).decode() for key, raw in txn.cursor(db=self.meta_db)
+                if p.decode(bytes(raw))["pending"]]
+
     def meta(self, txn: Txn, cid: str) -> ChunkMeta | None:
         raw = txn.get(cid.encode(), db=self.meta_db)
         return p.decode(bytes(raw)) if raw is not None else None
@@ -95,8 +100,9 @@ class Chunks:
         txn.put(Q.pack(tick) + cid.encode(), b"", db=self.lru)
         self.env.meta_put(txn, "bytes", int(self.env.meta_get(txn, "bytes", 0)) + len(data))
 
-    def uploaded(self, txn: Txn, cids: list[str]) -> None:
-        """These chunks reached the server: they may be evicted from now on."""
+    def release(self, txn: Txn, cids: list[str]) -> None:
+        """These chunks wait for no upload any more (they reached the server, or no
+        change left in the journal names them): they may be evicted from now on."""
         for cid in cids:
             meta = self.meta(txn, cid)
             if meta is not None and meta["pending"]:

@@ -27,7 +27,7 @@ from backend import protocol as p
 from cache.chunks import Chunks
 from cache.env import LAYOUT, Env, Q, Txn
 from cache.journal import Journal
-from cache.records import ConflictNote, new_record
+from cache.records import ConflictNote, Record, WireOp, new_record
 from cache.tree import Tree, root_entry
 
 ROOT_INO = 1
@@ -165,6 +165,30 @@ class Cache:
         return PinUsage(files=files, bytes=size, missing=missing)
 
     # --- conflicts -------------------------------------------------------------------
+
+    # --- chunks waiting for an upload -------------------------------------------------
+
+    def release_chunks(self, txn: Txn, done: list[Record], sent: list[WireOp]) -> None:
+        """Chunks that wait for no upload any more: those ``sent`` (now on the server),
+        and those of the records ``done`` with (acknowledged, folded into a later
+        version of their file, dropped, given up) that no unacknowledged record names."""
+        uploaded = {b[0] for op in sent for b in op.get("blocks", [])}
+        unneeded = {b[0] for r in done for b in r["op"].get("blocks", [])} - uploaded
+        if unneeded:
+            unneeded -= self._named_chunks(txn)
+        self.chunks.release(txn, sorted(uploaded | unneeded))
+
+    def sweep_pending(self, txn: Txn) -> int:
+        """At start: release the pending chunks no unacknowledged record names (a seal
+        cut short by a crash stored them and never recorded its version); how many."""
+        named = self._named_chunks(txn)
+        stale = [cid for cid in self.chunks.pending(txn) if cid not in named]
+        self.chunks.release(txn, stale)
+        return len(stale)
+
+    def _named_chunks(self, txn: Txn) -> set[str]:
+        return {b[0] for _, record in self.journal.records(txn) if record["acked"] is None
+                for b in record["op"].get("blocks", [])}
 
     def note_conflict(self, txn: Txn, note: ConflictNote) -> None:
         seq = int(self.env.meta_get(txn, "conflict_seq", 0)) + 1

@@ -71,6 +71,8 @@ async def serve_mount(
             await writer.write(where)
             link = Link()
             replica = Replica(cache, device)
+            if stale := await writer.write(cache.sweep_pending):
+                log.info("%d cached chunk(s) no change names any more: evictable", stale)
             fetcher = Fetcher(cache, writer, client, fetch_timeout)
             stager = Stager(home / "staging", cache, writer, fetcher)
             ops: LoftOperations | None = None

@@ -276,8 +276,11 @@ class Replica:
         if not batch["covers"]:
             return None, found
         if not batch["ops"]:  # only changes with nothing left to do: done with them
+            done = []
             for seq, _ in batch["covers"]:
+                done.append(self.cache.journal.get(txn, seq))
                 self.cache.journal.drop(txn, seq)
+            self.cache.release_chunks(txn, [r for r in done if r is not None], [])
             return None, found
         self.cache.env.meta_put(txn, "inflight", batch)
         return batch, found
@@ -326,8 +329,8 @@ class Replica:
                 if seq > last:
                     self.cache.journal.put(txn, seq, rewrite(record, batch["aliases"], moved))
         self.cache.env.meta_put(txn, "inflight", None)
-        blocks = [b[0] for op in batch["ops"] for b in op.get("blocks", [])]
-        self.cache.chunks.uploaded(txn, blocks)
+        covered = (self.cache.journal.get(txn, seq) for seq, _ in batch["covers"])
+        self.cache.release_chunks(txn, [r for r in covered if r is not None], batch["ops"])
         # The feed may have brought the commit already, while it was being answered.
         # The view stays as it is: the server applied exactly what its replay showed.
         cursor = self.cache.env.meta_get(txn, "cursor")
@@ -353,6 +356,7 @@ class Replica:
             self.cache.journal.put(txn, culprit, record)
         else:
             self._give_up(txn, culprit, record, why)
+            self.cache.release_chunks(txn, [record], [])  # unless its rescued copy names them
         return self.refresh(txn, dirty)
 
     def _give_up(self, txn: Txn, seq: int, record: Record, why: str) -> None:

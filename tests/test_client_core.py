@@ -205,6 +205,33 @@ def test_a_create_and_its_edits_go_up_as_one_create(cache: Cache) -> None:
     clean(cache)
 
 
+def test_chunks_of_a_version_folded_into_a_later_one_wait_for_no_upload(cache: Cache) -> None:
+    """Three edits go up as one version: once it is acknowledged, none of the chunks
+    the three wrote stays pending (the cache could never evict them)."""
+    dev = Device(cache)
+    dev.start([file(ids(6), "f", B1, 1)], 1)
+    dev.update(ids(6), B2)
+    dev.update(ids(6), B3)
+    with cache.env.write() as txn:
+        assert sorted(cache.chunks.pending(txn)) == sorted(b[0] for b in B2 + B3)
+        batch, _ = dev.replica.build_batch(txn)
+        assert batch is not None and [op["blocks"] for op in batch["ops"]] == [B3]
+        dev.replica.acked(txn, batch, {"seq": 2, "results": [{"rev": 2}]})
+        assert cache.chunks.pending(txn) == []
+    clean(cache)
+
+
+def test_pending_chunks_no_change_names_are_released_at_start(cache: Cache) -> None:
+    dev = Device(cache)
+    dev.start([file(ids(7), "f", B1, 1)], 1)
+    dev.update(ids(7), B2)
+    with cache.env.write() as txn:  # a seal that a crash cut short before its record
+        cache.chunks.put(txn, B3[0][0], DATA[3], pending=True)
+        assert cache.sweep_pending(txn) == 1
+        assert cache.chunks.pending(txn) == [B2[0][0]]
+    clean(cache)
+
+
 def test_conflicted_names_stay_within_255_bytes() -> None:
     name = conflicted_name("é" * 120 + ".txt", "laptop", 0.0, 3)
     assert len(name.encode()) <= p.MAX_NAME_BYTES
