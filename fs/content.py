@@ -28,7 +28,12 @@ from cache.store import Cache
 
 log = logging.getLogger("loft.fs")
 
-READ_AHEAD = 3
+READ_AHEAD = 8
+"""Chunks fetched ahead of a reader at most: the window doubles while the reader
+stays sequential (``ReadAhead``) and closes when it jumps."""
+NEAR = 1024 * 1024
+"""A read this close to where the last one ended still counts as sequential (the
+kernel sends a reader's requests a few at a time, not always in order)."""
 HOT_BYTES = 32 * 1024 * 1024
 STORE_BEHIND = 64 * 1024 * 1024
 """Bytes of fetched chunks that may wait for their store while readers go on."""
@@ -165,6 +170,23 @@ class Fetcher:
         raise ContentError(f"chunk {cid}: timed out")
 
 
+class ReadAhead:
+    """One open file's read-ahead window, in chunks."""
+
+    def __init__(self) -> None:
+        self.window = 0
+        self._next = 0
+
+    def step(self, offset: int, size: int) -> int:
+        """How many chunks to fetch past this read."""
+        if abs(offset - self._next) <= NEAR:
+            self.window = min(max(1, self.window * 2), READ_AHEAD)
+        else:
+            self.window = 0  # a random reader: nothing ahead until it reads on
+        self._next = offset + size
+        return self.window
+
+
 class BlockMap:
     """Offsets of a block list, for finding the chunks under a byte range."""
 
@@ -188,7 +210,9 @@ class BlockMap:
             index += 1
 
 
-async def read_blocks(fetcher: Fetcher, blocks: BlockMap, offset: int, size: int) -> bytes:
+async def read_blocks(
+    fetcher: Fetcher, blocks: BlockMap, offset: int, size: int, ahead: int = 1
+) -> bytes:
     """The bytes of ``[offset, offset+size)`` of a committed version."""
     indices = list(blocks.covering(offset, size))
     if not indices:
@@ -208,7 +232,7 @@ async def read_blocks(fetcher: Fetcher, blocks: BlockMap, offset: int, size: int
                 if index not in pieces:
                     nursery.start_soon(one, index)
     after = indices[-1] + 1
-    fetcher.prefetch(blocks.ids[after : after + READ_AHEAD])
+    fetcher.prefetch(blocks.ids[after : after + ahead])
     data = b"".join(pieces[i] for i in indices)
     skip = offset - blocks.starts[indices[0]]
     return data[skip : skip + size]

@@ -15,7 +15,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pyfuse3
@@ -25,7 +25,7 @@ from backend import protocol as p
 from cache.env import Txn, Writer
 from cache.records import PENDING, Entry, WireOp
 from cache.store import Cache
-from fs.content import BlockMap, Fetcher
+from fs.content import BlockMap, Fetcher, ReadAhead
 from fs.errors import fail
 from fs.inodes import Inodes
 from fs.replica import Replica, ViewChange
@@ -52,6 +52,7 @@ class Handle:
     entry: Entry
     blocks: BlockMap | None = None
     version: int = -1
+    ahead: ReadAhead = field(default_factory=ReadAhead)
 
 
 class MountCore:

@@ -131,7 +131,8 @@ class FileHandlers(MountCore):
             with self.cache.read() as txn:
                 entry = self.view.get(txn, handle.entry_id) or handle.entry
             handle.blocks, handle.version = BlockMap(entry.get("blocks", [])), version
-        return await read_blocks(self.fetcher, handle.blocks, off, size)
+        ahead = handle.ahead.step(off, size)
+        return await read_blocks(self.fetcher, handle.blocks, off, size, ahead)
 
     @errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:

@@ -24,6 +24,7 @@ from cache.env import Env, Q, Writer
 from cache.records import PENDING, Entry
 from cache.store import Cache
 from fs.conflicts import conflicted_name
+from fs.content import READ_AHEAD, ReadAhead
 from fs.fsck import check
 from fs.replica import Replica
 from fs.staging import Cutter, Recut
@@ -213,9 +214,10 @@ def test_chunks_of_a_version_folded_into_a_later_one_wait_for_no_upload(cache: C
     dev.update(ids(6), B2)
     dev.update(ids(6), B3)
     with cache.env.write() as txn:
-        assert sorted(cache.chunks.pending(txn)) == sorted(b[0] for b in B2 + B3)
+        assert sorted(cache.chunks.pending(txn)) == sorted(str(b[0]) for b in B2 + B3)
         batch, _ = dev.replica.build_batch(txn)
-        assert batch is not None and [op["blocks"] for op in batch["ops"]] == [B3]
+        assert batch is not None
+        assert [op["blocks"] for op in batch["ops"]] == [B3]
         dev.replica.acked(txn, batch, {"seq": 2, "results": [{"rev": 2}]})
         assert cache.chunks.pending(txn) == []
     clean(cache)
@@ -226,7 +228,7 @@ def test_pending_chunks_no_change_names_are_released_at_start(cache: Cache) -> N
     dev.start([file(ids(7), "f", B1, 1)], 1)
     dev.update(ids(7), B2)
     with cache.env.write() as txn:  # a seal that a crash cut short before its record
-        cache.chunks.put(txn, B3[0][0], DATA[3], pending=True)
+        cache.chunks.put(txn, str(B3[0][0]), DATA[3], pending=True)
         assert cache.sweep_pending(txn) == 1
         assert cache.chunks.pending(txn) == [B2[0][0]]
     clean(cache)
@@ -362,3 +364,12 @@ def test_a_seal_cuts_only_around_the_change_and_makes_the_blocks_a_full_cut_make
         assert cut_again <= 2 * p.CDC_MAX, cut_again
     elif edit == "truncate":  # from the chunk holding the new end
         assert cut_again <= p.CDC_MAX
+
+
+def test_read_ahead_grows_while_a_reader_is_sequential_and_closes_when_it_jumps() -> None:
+    ahead, kib = ReadAhead(), 128 * 1024
+    windows = [ahead.step(i * kib, kib) for i in range(6)]
+    assert windows == [1, 2, 4, READ_AHEAD, READ_AHEAD, READ_AHEAD]
+    assert ahead.step(700 * 1024 * 1024, kib) == 0  # a jump: a random reader
+    assert ahead.step(700 * 1024 * 1024 + kib, kib) == 1
+
