@@ -18,6 +18,7 @@ def check_replay(cache: Cache) -> list[str]:
         device = str(cache.env.meta_get(txn, "device", "device"))
         tree, _, _ = Replica(cache, device).replay(txn)
         ids = {entry["id"] for entry in cache.view.all(txn)} | set(tree.changed)
+        ids |= {entry["id"] for entry in cache.remote.all(txn)}  # one the view fails to show
         for entry_id in sorted(ids - {p.ROOT_ID}):
             shown = cache.view.get(txn, entry_id)
             planned = tree.get(entry_id)

@@ -170,10 +170,12 @@ class Replica:
                 )
             dirty.add(record["id"])
         self.cache.env.meta_put(txn, "cursor", cursor)
-        dirty |= self._drop_echoed(txn, cursor)
-        if echo:  # this device's own commits coming back: the view shows them already
+        echoed = self._drop_echoed(txn, cursor)
+        if echo and not echoed:  # our own commits, not yet acknowledged: shown already
             return []
-        return self.refresh(txn, dirty)
+        # The records the feed echoed no longer lay anything over the remote tree: what
+        # they hid or moved (a victim, a name the server gave another way) shows again.
+        return self.refresh(txn, dirty | echoed)
 
     def bootstrap(self, txn: Txn, entries: list[Entry], seq: int) -> list[ViewChange]:
         """The whole remote tree at ``seq``, replacing what the device knew."""
