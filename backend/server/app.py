@@ -47,7 +47,6 @@ from starlette.routing import Route
 from backend import protocol as p
 from backend.errors import (
     BadRequest,
-    HashMismatch,
     LoftError,
     MissingChunks,
     NotFound,
@@ -56,16 +55,14 @@ from backend.errors import (
     Unauthorized,
 )
 from backend.server.auth import DEFAULT_TOKEN_TTL, new_token, verify_password
-from backend.server.blocks import BlockStore, seal, unseal
+from backend.server.blocks import BlockStore, unseal
+from backend.server.ingest import store_chunks
 from backend.server.metadata import MetadataStore
 from backend.server.notifier import Notifier
-from backend.tasks import for_each
 
 log = logging.getLogger("loft.server")
 
 VERSION = "0.1.0"
-STORE_WORKERS = 8
-"""Chunks of one upload stored in the block store at once."""
 
 
 @dataclass
@@ -263,47 +260,17 @@ async def put_chunk(request: Request, caller: Caller) -> Response:
     data = await _read_body(request, p.MAX_CHUNK)
     if not data:
         raise BadRequest("a chunk may not be empty")
-    new = await _store_chunks(_state(request), caller, [(cid, data)])
+    state = _state(request)
+    new = await store_chunks(state.blocks, state.metadata, caller.user_id, [(cid, data)])
     return cbor({"stored": bool(new)}, 201 if new else 200)
 
 
 @_authenticated
 async def put_chunks(request: Request, caller: Caller) -> Response:
     pack = p.chunk_pack(await _body_map(request, p.MAX_PACK_BYTES + 64 * 1024))
-    new = await _store_chunks(_state(request), caller, pack)
+    state = _state(request)
+    new = await store_chunks(state.blocks, state.metadata, caller.user_id, pack)
     return cbor({"stored": new}, 201 if new else 200)
-
-
-async def _store_chunks(state: ServerState, caller: Caller, chunks: list[tuple[str, bytes]]) -> int:
-    """Verify every chunk against its id (one mismatch: nothing stored), store those the
-    block store lacks, then record and grant them all in one metadata transaction. How
-    many were new *to this user*: never whether another user already holds the same
-    bytes, the dedup side channel ``/chunks/missing`` is careful to close."""
-
-    def verify() -> int | None:
-        return next((i for i, (cid, data) in enumerate(chunks) if p.chunk_id(data) != cid), None)
-
-    bad = await trio.to_thread.run_sync(verify)
-    if bad is not None:
-        raise HashMismatch(
-            f"chunk {bad} of the upload does not match its id; nothing stored", {"index": bad}
-        )
-    unseen = set(await state.metadata.missing_chunks(caller.user_id, [c for c, _ in chunks]))
-    at_rest: dict[str, int] = {}
-
-    async def store(chunk: tuple[str, bytes]) -> None:
-        cid, data = chunk
-        if not await state.blocks.has(cid):
-            sealed = await trio.to_thread.run_sync(seal, data)
-            await state.blocks.put(cid, sealed)
-            at_rest[cid] = len(sealed)
-
-    await for_each(list(dict(chunks).items()), store, STORE_WORKERS)
-    # The chunks are durable in the block store before the metadata names them.
-    await state.metadata.add_chunks(
-        caller.user_id, [(cid, len(data), at_rest.get(cid, 0)) for cid, data in chunks]
-    )
-    return len(unseen)
 
 
 @_authenticated
