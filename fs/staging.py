@@ -237,7 +237,7 @@ class Stager:
         blocks: list[list[Any]] = []
         for piece in cut_bytes(data):
             content = data[piece.offset : piece.offset + piece.length]
-            if not self.cache.chunks.has(piece.id):
+            if self.cache.chunks.meta(txn, piece.id) is None:  # this transaction's view
                 self.cache.chunks.put(txn, piece.id, content, pending=True)
             blocks.append([piece.id, piece.length])
         return blocks, len(data)
