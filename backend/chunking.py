@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from pyfastcdc.cy import FastCDC
 
@@ -32,22 +31,33 @@ class Piece:
     id: str
 
 
-SMALL = 2 * p.CDC_MAX
-"""Streams up to this size are cut in memory: the streaming cutter's 8 MiB buffer
-would cost more than the data (a few ms per small file)."""
+WINDOW = 4 * p.CDC_MAX
+"""Bytes read in one ``pread`` by ``cut``: a chunk is cut only where at least
+``CDC_MAX`` bytes (or the end of the range) follow its start, exactly as a cut of the
+whole range would see it; the rest is read again with the next window."""
 
 
-def cut(stream: BinaryIO, size_hint: int | None = None) -> Iterator[tuple[int, memoryview]]:
-    """``(offset, data)`` for each chunk; ``data`` is valid only until the next one."""
-    if size_hint is not None and size_hint <= SMALL:
-        data = stream.read(SMALL + 1)
-        if len(data) <= SMALL:
-            for chunk in _chunker().cut_buf(data):
-                yield chunk.offset, chunk.data
-            return
-        stream.seek(-len(data), os.SEEK_CUR)
-    for chunk in _chunker().cut_stream(stream):
-        yield chunk.offset, chunk.data
+def cut(fd: int, start: int, end: int) -> Iterator[tuple[int, memoryview]]:
+    """``(offset, data)`` for each chunk of ``fd``'s bytes ``[start, end)``; ``data`` is
+    valid only until the next one. Cut points depend only on the bytes from a chunk's
+    start, so cutting from ``start`` gives the cuts of the whole file wherever
+    ``start`` is one. The reads and the cutting run with the GIL released: a large
+    cut in a worker thread leaves the event loop alone."""
+    chunker = _chunker()
+    at = start
+    while at < end:
+        want = min(WINDOW, end - at)
+        data = os.pread(fd, want, at)
+        if len(data) < want:
+            raise OSError(f"file shrank below {end} bytes while being cut")
+        whole = at + len(data) >= end
+        taken = 0
+        for chunk in chunker.cut_buf(data):
+            if not whole and chunk.offset + p.CDC_MAX > len(data):
+                break
+            yield at + chunk.offset, chunk.data
+            taken = chunk.offset + chunk.length
+        at += taken
 
 
 def cut_bytes(data: bytes) -> list[Piece]:
@@ -57,5 +67,6 @@ def cut_bytes(data: bytes) -> list[Piece]:
 def plan_file(path: str | os.PathLike[str]) -> list[Piece]:
     """Cut and hash a file in one streaming pass, holding at most a few chunks in memory."""
     with open(path, "rb", buffering=0) as f:
-        size = os.fstat(f.fileno()).st_size
-        return [Piece(offset, len(data), p.chunk_id(data)) for offset, data in cut(f, size)]
+        fd = f.fileno()
+        return [Piece(offset, len(data), p.chunk_id(data))
+                for offset, data in cut(fd, 0, os.fstat(fd).st_size)]

@@ -212,17 +212,17 @@ class Stager:
                 async for new in receive:
                     await self._store(new)
 
-        with os.fdopen(os.dup(staged.fd), "rb", buffering=0) as f:
-            f.seek(recut.start)  # a dup shares the offset: set it whatever it was
-            reader = Cutter(cut(f, size - recut.start), recut)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(store)
-                async with send:
-                    while not reader.done:
-                        pieces, new = await trio.to_thread.run_sync(self._cut_some, reader)
-                        cut_blocks.extend([cid, length] for cid, length in pieces)
-                        if new:
-                            await send.send(new)
+        reader = Cutter(cut(staged.fd, recut.start, size), recut)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store)
+            async with send:
+                while not reader.done:
+                    pieces, new = await trio.to_thread.run_sync(
+                        self._cut_some, staged.fd, reader
+                    )
+                    cut_blocks.extend([cid, length] for cid, length in pieces)
+                    if new:
+                        await send.send(new)
         blocks = recut.blocks(cut_blocks, reader.tail)
         return blocks, sum(length for _, length in blocks)
 
@@ -242,18 +242,23 @@ class Stager:
             blocks.append([piece.id, piece.length])
         return blocks, len(data)
 
-    def _cut_some(self, reader: Cutter) -> tuple[list[tuple[str, int]], list[tuple[str, bytes]]]:
+    def _cut_some(
+        self, fd: int, reader: Cutter
+    ) -> tuple[list[tuple[str, int]], list[tuple[str, bytes]]]:
         """The next chunks, up to ``SEAL_BATCH`` bytes (in a worker thread): every
-        ``(id, length)``, and the content of those the cache lacks."""
+        ``(id, length)``, and the content of those the cache lacks. Everything large
+        here runs with the GIL released (reading, cutting, hashing; a new chunk's
+        content is read again rather than copied): a seal leaves FUSE requests on
+        the event loop alone."""
         pieces: list[tuple[str, int]] = []
         new: list[tuple[str, bytes]] = []
         held = 0
-        for data in reader:
-            cid = p.chunk_id(data)
-            pieces.append((cid, len(data)))
-            held += len(data)
+        for offset, view in reader:
+            cid = p.chunk_id(view)
+            pieces.append((cid, len(view)))
+            held += len(view)
             if not self.cache.chunks.has(cid):
-                new.append((cid, data))
+                new.append((cid, os.pread(fd, len(view), offset)))
             if held >= SEAL_BATCH:
                 break
         return pieces, new
@@ -272,8 +277,9 @@ class Stager:
 
 
 class Cutter:
-    """The chunks of a ``Recut``, one ``bytes`` at a time, until the cut falls back on
-    the old cut points (``tail``) or the file ends (``done``)."""
+    """The chunks of a ``Recut``, ``(offset, data)`` as ``chunking.cut`` gives them,
+    until the cut falls back on the old cut points (``tail``) or the file ends
+    (``done``)."""
 
     def __init__(self, stream: Iterator[tuple[int, memoryview]], recut: Recut) -> None:
         self.stream = stream
@@ -282,16 +288,15 @@ class Cutter:
         self.tail: int | None = None
         self.done = False
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[tuple[int, memoryview]]:
         if self.done:
             return
-        for _, view in self.stream:
-            data = bytes(view)
-            self.at += len(data)
+        for offset, view in self.stream:
+            self.at = offset + len(view)
             self.tail = self.recut.tail(self.at)
             if self.tail is not None:
                 self.done = True
-            yield data
+            yield offset, view
             if self.done:
                 return
         self.done = True

@@ -157,7 +157,7 @@ class Uploader:
         cache lacks."""
         lost: list[str] = []
 
-        async def send(group: list[str]) -> None:
+        def read(group: list[str]) -> list[tuple[str, bytes]]:
             found: list[tuple[str, bytes]] = []
             for cid in group:
                 data = self.cache.chunks.get(cid)
@@ -166,6 +166,11 @@ class Uploader:
                     lost.append(cid)
                 else:
                     found.append((cid, data))
+            return found
+
+        async def send(group: list[str]) -> None:
+            # Copying megabytes out of the cache holds the GIL: not on the event loop.
+            found = await trio.to_thread.run_sync(read, group)
             if len(found) == 1:
                 await self.client.put_chunk(*found[0])
             elif found:

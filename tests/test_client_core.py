@@ -9,8 +9,8 @@ the batch the uploader would send, and ``fs.fsck``.
 
 from __future__ import annotations
 
-import io
 import random
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -320,10 +320,11 @@ def _recut(
 ) -> tuple[list[list[Any]], int]:
     """The block list a seal makes of ``data``, and how many bytes it cut again."""
     recut = Recut(old, dirty, len(data))
-    stream = io.BytesIO(data)
-    stream.seek(recut.start)
-    cutter = Cutter(cut(stream, len(data) - recut.start), recut)
-    pieces: list[list[Any]] = [[p.chunk_id(chunk), len(chunk)] for chunk in cutter]
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        cutter = Cutter(cut(f.fileno(), recut.start, len(data)), recut)
+        pieces: list[list[Any]] = [[p.chunk_id(chunk), len(chunk)] for _, chunk in cutter]
     return recut.blocks(pieces, cutter.tail), sum(length for _, length in pieces)
 
 

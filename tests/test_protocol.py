@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from backend import errors
 from backend import protocol as p
-from backend.chunking import Piece, cut_bytes, plan_file
+from backend.chunking import WINDOW, Piece, cut, cut_bytes, plan_file
 from backend.errors import BadRequest, LoftError
 
 MiB = 1024 * 1024
@@ -102,6 +103,32 @@ def test_plan_file_equals_cut_bytes_of_the_content(
     path = tmp_path_factory.mktemp("plan") / "file.bin"
     path.write_bytes(data)
     assert plan_file(path) == cut_bytes(data)
+
+
+def test_a_cut_from_any_chunk_boundary_gives_the_cuts_of_the_whole_file(
+    tmp_path: Path,
+) -> None:
+    # Several read windows, with a repeated stretch so that some chunks recur.
+    rng = random.Random(7)
+    part = rng.randbytes(9 * MiB)
+    data = part + rng.randbytes(5 * MiB) + part + rng.randbytes(3 * MiB + 12345)
+    assert len(data) > WINDOW + p.CDC_MAX  # at least two windows
+    whole = cut_bytes(data)
+    path = tmp_path / "file.bin"
+    path.write_bytes(data)
+    with path.open("rb") as f:
+        for first in (0, 1, len(whole) // 2, len(whole) - 1):
+            start = whole[first].offset
+            got = [Piece(offset, len(chunk), p.chunk_id(chunk))
+                   for offset, chunk in cut(f.fileno(), start, len(data))]
+            assert got == whole[first:]
+
+
+def test_a_cut_of_a_file_that_shrank_meanwhile_fails_loudly(tmp_path: Path) -> None:
+    path = tmp_path / "file.bin"
+    path.write_bytes(b"x" * MiB)
+    with path.open("rb") as f, pytest.raises(OSError, match="shrank"):
+        list(cut(f.fileno(), 0, 2 * MiB))
 
 
 # --- the CBOR codec ----------------------------------------------------------------
