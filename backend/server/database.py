@@ -28,7 +28,17 @@ Tables (schema version 1)
     chunks       id → size, stored (bytes at rest), created
     chunk_grants (user_id, chunk): the user uploaded (proved they hold) it
     ns_chunks    (ns, chunk): a version in ns names the chunk
+    snapshots    (ns, name) → seq, root (the entry id it covers), created:
+                 named points in time that retention never expires
+    horizons     ns → seq: the journal before ``seq`` has been thinned by
+                 retention; a changes feed read from an older cursor is
+                 incomplete (the device reads the whole tree again)
+    quotas       user_id → bytes: the most the user's namespaces may hold
     ============ =============================================================
+
+Indexes on ``versions`` serve the past: ``versions_entry`` an entry's history,
+``versions_place`` what was at a name (and the children of a folder) at a sequence,
+``versions_time`` the sequence at an instant.
 """
 
 from __future__ import annotations
@@ -68,6 +78,8 @@ CREATE TABLE IF NOT EXISTS versions (
     device TEXT NOT NULL, committed BIGINT NOT NULL,
     PRIMARY KEY (ns, seq));
 CREATE INDEX IF NOT EXISTS versions_entry ON versions (ns, id, seq);
+CREATE INDEX IF NOT EXISTS versions_place ON versions (ns, parent, name, seq);
+CREATE INDEX IF NOT EXISTS versions_time ON versions (ns, committed, seq);
 CREATE TABLE IF NOT EXISTS applied_ops (
     ns BIGINT NOT NULL, op_id TEXT NOT NULL, seq BIGINT NOT NULL, result {blob} NOT NULL,
     PRIMARY KEY (ns, op_id));
@@ -79,6 +91,11 @@ CREATE TABLE IF NOT EXISTS chunk_grants (
 CREATE TABLE IF NOT EXISTS ns_chunks (
     ns BIGINT NOT NULL, chunk TEXT NOT NULL, PRIMARY KEY (ns, chunk));
 CREATE INDEX IF NOT EXISTS ns_chunks_chunk ON ns_chunks (chunk);
+CREATE TABLE IF NOT EXISTS snapshots (
+    ns BIGINT NOT NULL, name TEXT NOT NULL, seq BIGINT NOT NULL, root TEXT NOT NULL,
+    created BIGINT NOT NULL, PRIMARY KEY (ns, name));
+CREATE TABLE IF NOT EXISTS horizons (ns BIGINT PRIMARY KEY, seq BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS quotas (user_id BIGINT PRIMARY KEY, bytes BIGINT NOT NULL);
 """
 
 Row = tuple[Any, ...]
