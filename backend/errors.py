@@ -35,7 +35,8 @@ class LoftError(Exception):
       ``LoftError`` rebuilt from a 5xx answer; the same request may succeed later,
       after a backoff (``backend.retry``).
     - False for ``MissingChunks``: the request succeeds once the chunks it names are
-      uploaded.
+      uploaded; and for ``QuotaExceeded``: it succeeds once the quota is raised or
+      expired versions free room.
 
     A bare ``LoftError`` rebuilt from a 4xx answer this client does not know is
     permanent too.
@@ -116,6 +117,13 @@ class MissingChunks(LoftError):
     status, code = 412, "missing_chunks"
 
 
+class QuotaExceeded(LoftError):
+    """The upload or commit would take its user over their quota; nothing of it was
+    kept. ``detail`` is ``{"usage": bytes, "quota": bytes, "needed": bytes}``."""
+
+    status, code = 507, "quota_exceeded"
+
+
 class TooLarge(LoftError):
     status, code = 413, "too_large"
     _permanent = True
@@ -153,6 +161,7 @@ _BY_CODE: dict[str, type[LoftError]] = {
         Exists,
         NotEmpty,
         MissingChunks,
+        QuotaExceeded,
         TooLarge,
         StoreError,
         ServerUnavailable,

@@ -53,6 +53,7 @@ operation only if the entry's current ``rev`` is still ``base`` (compare-and-swa
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -150,6 +151,8 @@ def validate_name(name: object) -> str:
         raise BadRequest(f"invalid name {name!r}: names may not contain '/' or NUL")
     if name in (".", ".."):
         raise BadRequest(f"invalid name {name!r}")
+    if name == VERSIONS:
+        raise BadRequest(f"the name {VERSIONS!r} is reserved: it shows past versions")
     try:
         encoded = name.encode("utf-8")
     except UnicodeEncodeError:
@@ -157,6 +160,55 @@ def validate_name(name: object) -> str:
     if len(encoded) > MAX_NAME_BYTES:
         raise NameTooLong(f"name too long ({len(encoded)} bytes, at most {MAX_NAME_BYTES})")
     return name
+
+
+# --- the past: instants and snapshot names ----------------------------------------------
+
+VERSIONS = ".versions"
+"""The read-only folder of past versions, in every folder of a mount (never stored)."""
+LATEST = "latest"
+_INSTANT = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):?(\d{2}):?(\d{2})Z?)?$")
+_DAY_FORMAT = "%Y-%m-%d"
+_INSTANT_FORMAT = "%Y-%m-%dT%H%M%SZ"
+
+
+def format_instant(when: int) -> str:
+    """``2026-12-02T073000Z``: a UTC second without colons, sorting as it reads."""
+    return datetime.datetime.fromtimestamp(when, datetime.UTC).strftime(_INSTANT_FORMAT)
+
+
+def format_day(when: int) -> str:
+    return datetime.datetime.fromtimestamp(when, datetime.UTC).strftime(_DAY_FORMAT)
+
+
+def parse_instant(text: str) -> int | None:
+    """The unix second a name such as ``2026-12-02T073000Z``, ``2026-12-02T07:30:00Z``
+    or ``2026-12-02`` (its end: 23:59:59) stands for; None if it is no instant."""
+    match = _INSTANT.match(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = match.groups()
+    try:
+        at = datetime.datetime(int(year), int(month), int(day), tzinfo=datetime.UTC)
+        if hour is None:
+            at += datetime.timedelta(days=1, seconds=-1)
+        else:
+            at = at.replace(hour=int(hour), minute=int(minute), second=int(second))
+    except ValueError:
+        return None
+    return int(at.timestamp())
+
+
+def is_day(text: str) -> bool:
+    return len(text) == 10 and parse_instant(text) is not None
+
+
+def validate_snapshot_name(name: object) -> str:
+    """A snapshot's name: a valid name that no instant, day or ``latest`` could be."""
+    checked = validate_name(name)
+    if checked == LATEST or parse_instant(checked) is not None:
+        raise BadRequest(f"{checked!r} reads as a time: pick another snapshot name")
+    return checked
 
 
 def split_path(path: str) -> list[str]:

@@ -27,6 +27,8 @@ from cache.records import PENDING, Entry, WireOp
 from cache.store import Cache
 from fs.content import BlockMap, Fetcher, ReadAhead
 from fs.errors import fail
+from fs.history import Listing, Node, PastTree
+from fs.history import attributes as history_attributes
 from fs.inodes import Inodes
 from fs.replica import Replica, ViewChange
 from fs.staging import Stager
@@ -37,6 +39,10 @@ TIMEOUT = 5.0
 """Seconds the kernel may cache names and attributes; remote changes invalidate sooner."""
 
 _KIND_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+VERSIONS = os.fsencode(p.VERSIONS)
+STORED_VERSIONS = os.fsencode(f"{p.VERSIONS} (stored)")
+"""The name shown for an entry stored as ``.versions`` (from before the name was
+reserved): the real name always means the past."""
 R = TypeVar("R")
 
 
@@ -53,6 +59,8 @@ class Handle:
     blocks: BlockMap | None = None
     version: int = -1
     ahead: ReadAhead = field(default_factory=ReadAhead)
+    past: bool = False
+    """A version under ``.versions``: its blocks never change, nothing stages it."""
 
 
 class MountCore:
@@ -65,6 +73,7 @@ class MountCore:
         replica: Replica,
         fetcher: Fetcher,
         stager: Stager,
+        past: PastTree,
         changed: Callable[[], None],
         view_changed: Callable[[list[ViewChange]], None],
     ) -> None:
@@ -75,6 +84,7 @@ class MountCore:
         self.replica = replica
         self.fetcher = fetcher
         self.stager = stager
+        self.past = past
         self.changed = changed
         self.view_changed = view_changed
         self.inodes = Inodes()
@@ -82,6 +92,8 @@ class MountCore:
         self.handles: dict[int, Handle] = {}
         self.listings: dict[int, tuple[int, list[tuple[str, str]]]] = {}
         """Open directories: fh -> (inode, the (name, entry id) listing being read)."""
+        self.past_listings: dict[int, Listing] = {}
+        """Open ``.versions`` directories: fh -> the listing being read."""
         self.versions: dict[str, int] = {}
         self._next_fh = 1
         self._warned: set[str] = set()
@@ -115,14 +127,58 @@ class MountCore:
         """The live entry ``name`` in the directory ``parent_inode``, or ENOENT."""
         parent = self._dir(txn, parent_inode)
         entry_id = self.view.child(txn, parent["id"], os.fsdecode(name))
+        if entry_id is None and name == STORED_VERSIONS:
+            entry_id = self.view.child(txn, parent["id"], p.VERSIONS)
         entry = self.view.get(txn, entry_id) if entry_id else None
         if entry is None:
             raise fail(errno.ENOENT)
         return entry
 
-    @staticmethod
-    def _name(raw: bytes) -> str:
+    def _shown(self, name: str) -> bytes:
+        """The name ``readdir`` shows for a stored ``name``."""
+        raw = os.fsencode(name)
+        if raw != VERSIONS:
+            return raw
+        self._once(f"an entry stored as {p.VERSIONS!r} (a name now reserved for past"
+                   f" versions) is shown as {os.fsdecode(STORED_VERSIONS)!r}: rename it")
+        return STORED_VERSIONS
+
+    def _name(self, raw: bytes) -> str:
+        if raw == VERSIONS:
+            self._once(f"refused a new entry named {p.VERSIONS!r}: the name shows past versions")
+            raise fail(errno.EPERM)
         return p.validate_name(os.fsdecode(raw))
+
+    def _writable(self, *inodes: int) -> None:
+        """Nothing under ``.versions`` changes: ``EROFS``."""
+        if any(self.past.owns(ino) for ino in inodes):
+            raise fail(errno.EROFS)
+
+    # --- ``.versions`` (``fs.history``) --------------------------------------------------
+
+    def _past_attributes(self, node: Node, ino: int) -> pyfuse3.EntryAttributes:
+        return history_attributes(node, ino, self.uid, self.gid)
+
+    def _past_entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        """A lookup's answer for ``node`` (the kernel now holds a reference)."""
+        ino = self.past.ino(node)
+        self.past.remember(ino)
+        return self._past_attributes(node, ino)
+
+    async def _past_readdir(
+        self, fh: int, inode: int, start_id: int, token: pyfuse3.ReaddirToken
+    ) -> None:
+        if start_id == 0 or fh not in self.past_listings:
+            self.past_listings[fh] = await self.past.listing(self.past.node(inode))
+        listing = self.past_listings[fh]
+        for index in range(start_id, len(listing)):
+            name, node = listing[index]
+            ino = self.past.ino(node)
+            if not pyfuse3.readdir_reply(
+                token, os.fsencode(name), self._past_attributes(node, ino), index + 1
+            ):
+                return
+            self.past.remember(ino)
 
     def attributes(self, entry: Entry, ino: int) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
@@ -145,9 +201,12 @@ class MountCore:
 
     def _unsupported(self, what: str) -> None:
         """Say once per mount that a program asked for something Loft does not do."""
-        if what not in self._warned:
-            self._warned.add(what)
-            log.warning("%s: not supported (refused; said once per mount)", what)
+        self._once(f"{what}: not supported (refused; said once per mount)")
+
+    def _once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
 
     async def _change(self, job: Callable[[Txn], R]) -> R:
         """Run a local change in the writer, then wake the uploader."""
@@ -171,6 +230,7 @@ class MountCore:
     async def _create_entry(
         self, parent_ino: int, raw_name: bytes, kind: str, mode: int, **extra: Any
     ) -> tuple[Entry, int]:
+        self._writable(parent_ino)
         name = self._name(raw_name)
 
         def job(txn: Txn) -> tuple[Entry, int]:

@@ -99,16 +99,30 @@ class FileHandlers(MountCore):
 
     @errors
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        writable = flags & os.O_ACCMODE != os.O_RDONLY or bool(flags & os.O_TRUNC)
+        if self.past.owns(inode):
+            return self._open_past(inode, writable)
         with self.cache.read() as txn:
             entry = self._entry(txn, inode)
         if entry["kind"] == "dir":
             raise fail(errno.EISDIR)
-        writable = flags & os.O_ACCMODE != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if writable:
             async with self.stager.lock(entry["id"]):
                 await self.stager.stage(await self._current(entry), bool(flags & os.O_TRUNC))
         fh = self._handle(entry, inode, writable)
         return pyfuse3.FileInfo(fh=fh, keep_cache=entry["id"] not in self.stager.staged)
+
+    def _open_past(self, inode: int, writable: bool) -> pyfuse3.FileInfo:
+        node = self.past.node(inode)
+        if writable:
+            raise fail(errno.EROFS)
+        if node.is_dir:
+            raise fail(errno.EISDIR)
+        entry: Any = node.entry
+        fh = self._handle(entry, inode, False)
+        self.handles[fh].past = True
+        self.handles[fh].blocks = BlockMap(entry.get("blocks", []))
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     @errors
     async def create(
@@ -123,11 +137,11 @@ class FileHandlers(MountCore):
     @errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.handles[fh]
-        staged = self.stager.staged.get(handle.entry_id)
+        staged = None if handle.past else self.stager.staged.get(handle.entry_id)
         if staged is not None:
             return os.pread(staged.fd, size, off)
         version = self.versions.get(handle.entry_id, 0)
-        if handle.blocks is None or handle.version != version:
+        if handle.blocks is None or (handle.version != version and not handle.past):
             with self.cache.read() as txn:
                 entry = self.view.get(txn, handle.entry_id) or handle.entry
             handle.blocks, handle.version = BlockMap(entry.get("blocks", [])), version

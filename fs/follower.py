@@ -60,6 +60,9 @@ class Follower:
             return False
         since = int(cursor_now)
         answer = await self.client.changes(self.ns, int(since), wait=wait, limit=PAGE)
+        if answer.get("reset"):  # retention thinned the feed past our cursor
+            await self.bootstrap()
+            return False
         self.link.up()
         changes, cursor = answer["changes"], int(answer["cursor"])
         if changes or cursor != since:

@@ -24,12 +24,13 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from backend.client import Client
+from backend.client import Client, History
 from backend.errors import LoftError
 from cache.env import Txn, Writer
 from cache.store import Cache
 from fs.content import Fetcher
 from fs.follower import Follower
+from fs.history import PastTree
 from fs.invalidator import Invalidator
 from fs.link import Link
 from fs.operations import LoftOperations
@@ -88,7 +89,9 @@ async def serve_mount(
 
             follower = Follower(cache, writer, replica, client, ns, link, sink)
             uploader = Uploader(cache, writer, replica, client, ns, link, follower, sink)
-            ops = LoftOperations(cache, writer, replica, fetcher, stager, uploader.wake, sink)
+            past = PastTree(History(client, ns))
+            ops = LoftOperations(cache, writer, replica, fetcher, stager, past, uploader.wake,
+                                 sink)
             invalidator = Invalidator(cache, ops.inodes)
             ops.on_init = invalidator.kernel_ready.set
             if cache.meta("cursor") is None:
@@ -183,6 +186,7 @@ async def _status_writer(
             "pid": os.getpid(),
             "online": link.online,
             "error": link.last_error,
+            "over_quota": link.over_quota,
             "pending_ops": pending,
             "cursor": cursor,
             **usage,

@@ -19,7 +19,7 @@ import pyfuse3
 from backend import protocol as p
 from cache.env import Txn
 from cache.records import PENDING, Entry
-from fs.core import new_op
+from fs.core import VERSIONS, new_op
 from fs.errors import errors, fail
 from fs.files import FileHandlers
 
@@ -37,6 +37,13 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         if len(name) > p.MAX_NAME_BYTES:  # no such name can exist: say why, as ext4 does
             raise fail(errno.ENAMETOOLONG)
+        if self.past.owns(parent_inode):
+            node = await self.past.child(self.past.node(parent_inode), os.fsdecode(name))
+            return self._past_entry(node)
+        if name == VERSIONS:
+            with self.cache.read() as txn:
+                folder = self._dir(txn, parent_inode)
+            return self._past_entry(self.past.versions_of(folder["id"]))
         with self.cache.read() as txn:
             entry = self._child(txn, parent_inode, name)
         ino = await self._inode(entry["id"])
@@ -46,10 +53,15 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
     @errors
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, count in inode_list:
-            self.inodes.forget(ino, count)
+            if self.past.owns(ino):
+                self.past.forget(ino, count)
+            else:
+                self.inodes.forget(ino, count)
 
     @errors
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        if self.past.owns(inode):
+            return self._past_attributes(self.past.node(inode), inode)
         with self.cache.read() as txn:
             entry = self._entry(txn, inode)
         return self.attributes(entry, inode)
@@ -59,6 +71,7 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
         self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
         fh: int | None, ctx: Any,
     ) -> pyfuse3.EntryAttributes:
+        self._writable(inode)
         with self.cache.read() as txn:
             entry = self._entry(txn, inode)
         if fields.update_size:
@@ -96,8 +109,12 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
 
     @errors
     async def opendir(self, inode: int, ctx: Any) -> int:
-        with self.cache.read() as txn:
-            self._dir(txn, inode)
+        if self.past.owns(inode):
+            if not self.past.node(inode).is_dir:
+                raise fail(errno.ENOTDIR)
+        else:
+            with self.cache.read() as txn:
+                self._dir(txn, inode)
         fh = self._next_fh
         self._next_fh += 1
         self.listings[fh] = (inode, [])
@@ -112,6 +129,9 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
         as POSIX asks; a name gone since the snapshot is left out.
         """
         inode, listing = self.listings[fh]
+        if self.past.owns(inode):
+            await self._past_readdir(fh, inode, start_id, token)
+            return
         with self.cache.read() as txn:
             directory = self._dir(txn, inode)
             if start_id == 0:
@@ -131,7 +151,7 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
                 if ino is None:
                     continue
                 if not pyfuse3.readdir_reply(
-                    token, os.fsencode(name), self.attributes(entry, ino), index + 1
+                    token, self._shown(name), self.attributes(entry, ino), index + 1
                 ):
                     return
                 self.inodes.remember(ino)
@@ -139,6 +159,7 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
     @errors
     async def releasedir(self, fh: int) -> None:
         self.listings.pop(fh, None)
+        self.past_listings.pop(fh, None)
 
     @errors
     async def mkdir(
@@ -158,13 +179,18 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
 
     @errors
     async def readlink(self, inode: int, ctx: Any) -> bytes:
-        with self.cache.read() as txn:
-            entry = self._entry(txn, inode)
+        if self.past.owns(inode):
+            entry: Any = self.past.node(inode).entry
+        else:
+            with self.cache.read() as txn:
+                entry = self._entry(txn, inode)
         if entry["kind"] != "symlink":
             raise fail(errno.EINVAL)
         return os.fsencode(entry["target"])
 
     async def _remove(self, parent_inode: int, name: bytes, want_dir: bool) -> None:
+        self._writable(parent_inode)
+
         def job(txn: Txn) -> tuple[Entry, int]:
             entry = self._child(txn, parent_inode, name)
             if want_dir and entry["kind"] != "dir":
@@ -192,6 +218,7 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
         self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
         flags: int, ctx: Any,
     ) -> None:
+        self._writable(parent_inode_old, parent_inode_new)
         if flags & pyfuse3.RENAME_EXCHANGE:
             self._unsupported("rename with RENAME_EXCHANGE")
             raise fail(errno.EINVAL)
@@ -236,6 +263,7 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any
     ) -> pyfuse3.EntryAttributes:
+        self._writable(inode, new_parent_inode)
         self._unsupported("hard links")
         raise fail(errno.EPERM)
 
@@ -263,7 +291,8 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
         return data
 
     # --- extended attributes: not stored ---------------------------------------------
-    # ENOSYS tells the kernel once and for all, so ``ls -l`` stops asking per file.
+    # ENOSYS tells the kernel once and for all. Any other answer makes it ask for
+    # ``security.capability`` before every write (twice the cost of small writes).
 
     @errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:

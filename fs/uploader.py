@@ -14,6 +14,9 @@ Then:
 - a transient failure (the server away or failing): the same batch is sent again,
   exactly, after a backoff (``backend.retry``); the server applies it once by its
   operation ids.
+- over quota (``QuotaExceeded``, on an upload or the commit): nothing was kept; the
+  batch stays in the journal and goes again, exactly, every ``QUOTA_RETRY`` seconds
+  or at once when a local change wakes the uploader.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Callable
 import trio
 
 from backend.client import Client
-from backend.errors import LoftError, MissingChunks, Unauthorized
+from backend.errors import LoftError, MissingChunks, QuotaExceeded, Unauthorized
 from backend.retry import Backoff
 from backend.tasks import for_each
 from cache.env import Writer
@@ -51,6 +54,9 @@ PACK_BELOW = 512 * 1024
 PACK_BYTES = 4 * 1024 * 1024
 PACK_CHUNKS = 256
 """A pack is sent once it holds this many bytes or chunks."""
+QUOTA_RETRY = 30.0
+"""Seconds between tries of a batch the server refuses for quota (a local change
+wakes the uploader sooner)."""
 
 
 class Uploader:
@@ -95,6 +101,12 @@ class Uploader:
             try:
                 await self._push(batch)
                 backoff.reset()
+                self.link.quota_ok()
+            except QuotaExceeded as err:  # kept in the journal until there is room
+                self.link.quota_refused(err)
+                with trio.move_on_after(QUOTA_RETRY):
+                    await self._wake.wait()
+                self._wake = trio.Event()
             except Unauthorized as err:
                 self.link.down(err)
                 log.error("the server refused this device's token: %s", err)

@@ -52,8 +52,10 @@ from typing import TypeVar
 import pytest
 
 from backend import protocol as p
+from backend.client import History
 from cache.env import Writer
 from cache.store import ROOT_INO, Cache
+from fs.history import PastTree
 from fs.operations import LoftOperations
 from fs.replica import Replica
 from fs.staging import Stager
@@ -583,6 +585,7 @@ async def test_a_follower_behind_the_uploader_does_not_resurrect_a_deleted_folde
                 replica,
                 None,  # type: ignore[arg-type]  # no content is read
                 stager,
+                PastTree(History(client, login["root_ns"])),
                 lambda: None,
                 lambda changes: None,
             )

@@ -347,6 +347,7 @@ PERMANENT = {
     errors.TooLarge: True,
     errors.LocalError: True,
     errors.MissingChunks: False,
+    errors.QuotaExceeded: False,  # raising the quota makes the same request succeed
     errors.StoreError: False,
     errors.ServerUnavailable: False,
     errors.LoftError: False,

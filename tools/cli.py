@@ -3,15 +3,13 @@
 Every failure the user can cause or meet (a wrong password, a server that is down,
 a missing path) is a ``LoftError``: it is printed here, as one line on stderr, and
 the command exits 1. A traceback is a bug. The commands of a device's mount are in
-``tools.mountcmds``.
+``tools.mountcmds``, those of accounts (``loft user``) in ``tools.usercmds``.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import logging
-import os
 import socket
 import stat
 import sys
@@ -25,25 +23,13 @@ from tqdm import tqdm
 
 from backend.client import Client
 from backend.errors import LocalError, LoftError, first_of
-from tools import mountcmds
+from tools import gccmds, historycmds, mountcmds, usercmds
 from tools.home import Device, home_dir, load_device, save_device
 from tools.workspace import RemoteWorkspace
 
 log = logging.getLogger("loft")
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
-
-
-def _password(prompt: str = "Password: ", confirm: bool = False) -> str:
-    value = os.environ.get("LOFT_PASSWORD")
-    if value is not None:
-        return value
-    if not sys.stdin.isatty():
-        raise LocalError("no password: set LOFT_PASSWORD or run on a terminal")
-    value = getpass.getpass(prompt)
-    if confirm and getpass.getpass("Repeat password: ") != value:
-        raise LocalError("the passwords do not match")
-    return value
 
 
 def _progress_bar(description: str) -> tqdm:
@@ -61,21 +47,8 @@ def _progress_bar(description: str) -> tqdm:
 def cmd_serve(args: argparse.Namespace) -> None:
     from backend.server.main import serve
 
-    trio.run(serve, Path(args.data), args.listen, args.metadata, args.blocks)
-
-
-def cmd_user_add(args: argparse.Namespace) -> None:
-    from backend.protocol import validate_name
-    from backend.server.auth import hash_password
-    from backend.server.main import open_metadata
-
-    validate_name(args.name)
-    password = _password(confirm=True)
-    if len(password) < 8:
-        raise LocalError("a password needs at least 8 characters")
-    with open_metadata(args.metadata, Path(args.data)) as metadata:
-        metadata.add_user_sync(args.name, hash_password(password))
-    print(f"user {args.name} added")
+    settings = gccmds.serve_settings(args)
+    trio.run(serve, Path(args.data), args.listen, args.metadata, args.blocks, *settings)
 
 
 def cmd_fsck(args: argparse.Namespace) -> None:
@@ -137,7 +110,7 @@ def cmd_login(args: argparse.Namespace) -> None:
     if not url.startswith(("http://", "https://")):
         url = "http://" + url
     device_name = args.device or socket.gethostname()
-    password = _password()
+    password = usercmds.password()
 
     async def run() -> dict[str, Any]:
         async with Client(url, attempts=2) as client:
@@ -264,15 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})"
     )
+    gccmds.serve_options(sub)
 
-    user = command("user", lambda a: None, "manage accounts on the server's store")
-    user_commands = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
-    sub = user_commands.add_parser(
-        "add", help="add an account (password from LOFT_PASSWORD or a prompt)"
-    )
-    sub.set_defaults(fn=cmd_user_add)
-    sub.add_argument("name")
-    _server_store_args(sub)
+    usercmds.add_commands(commands, _server_store_args)
+    gccmds.register(command, _server_store_args)
+    historycmds.add_commands(commands)
 
     sub = command(
         "fsck",

@@ -18,6 +18,7 @@ import trio
 
 from backend.client import Client
 from backend.errors import LocalError, LoftError
+from backend.sizes import human as human  # re-exported: tools.cli uses it
 from tools import pins
 from tools.home import alive, home_dir, load_device
 
@@ -25,15 +26,6 @@ log = logging.getLogger("loft")
 
 UNMOUNT_SECONDS = 60.0
 """How long ``loft unmount`` waits for the mount process to finish and exit."""
-
-
-def human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 # --- server-side commands ----------------------------------------------------------
@@ -46,7 +38,7 @@ def parse_size(text: str) -> int:
         number, unit = number[:-1], number[-1].lower()
     try:
         return int(float(number) * units[unit])
-    except ValueError:
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (say 2G, 500M)") from None
 
 
@@ -154,6 +146,8 @@ def cmd_status(args: argparse.Namespace) -> None:
             f"pending: {mount['pending_ops']} change(s) to upload,"
             f" {human(mount['pending_bytes'])} of new content"
         )
+        if mount.get("over_quota"):
+            print(f"sync:    {mount['over_quota']}; changes wait in the journal")
         print(
             f"cache:   {human(mount['bytes'])} of {human(mount['cap'])}"
             f" in {mount['chunks']} chunk(s)"
@@ -175,11 +169,20 @@ def cmd_status(args: argparse.Namespace) -> None:
                 who = await client.whoami()
             except LoftError as err:
                 print(f"state:   offline ({err})")
+                print("storage: unknown (the server is not reachable)")
                 return
             heads = ", ".join(f"ns {n['ns']} at {n['head']}" for n in who["namespaces"])
             print(f"state:   connected ({heads})")
+            print(f"storage: {_storage(who['usage'], who['quota'])}")
 
     trio.run(run)
+
+
+def _storage(usage: int, quota: int | None) -> str:
+    if quota is None:
+        return f"{human(usage)}, no quota"
+    over = ", over quota" if usage > quota else ""
+    return f"{human(usage)} of {human(quota)}{over}"
 
 
 def _pin_summary(pin: dict[str, Any]) -> str:

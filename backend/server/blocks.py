@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import zstandard
@@ -48,7 +48,23 @@ class BlockStore(Protocol):
         """Every stored chunk id (for fsck)."""
         ...
 
+    def stored(self) -> AsyncIterator[Stored]:
+        """Every stored chunk with its size at rest and age (for garbage collection)."""
+        ...
+
+    async def delete(self, cid: str) -> None:
+        """Remove a chunk for good; removing one not stored is harmless."""
+        ...
+
     async def close(self) -> None: ...
+
+
+class Stored(NamedTuple):
+    cid: str
+    size: int
+    """Bytes at rest."""
+    modified: float
+    """When it was last written, unix seconds (file mtime; S3 ``LastModified``)."""
 
 
 def seal(data: bytes) -> bytes:

@@ -11,7 +11,7 @@ wholly present or wholly absent.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from backend import protocol as p
@@ -66,6 +66,8 @@ class CommitContext:
     device: str
     now: int
     seq: int
+    referenced: dict[str, int] = field(default_factory=dict)
+    """Chunks (id → size) this commit made the namespace name for the first time."""
 
     def entry(self, entry_id: str) -> dict[str, Any] | None:
         rows = self.tx.execute(
@@ -171,10 +173,12 @@ def _check_blocks(ctx: CommitContext, op: Mapping[str, Any]) -> tuple[list[list[
         if present[cid] != length:
             raise BadRequest(f"chunk {cid} is {present[cid]} bytes, not {length}")
     for cid in wanted:
-        ctx.tx.execute(
-            "INSERT INTO ns_chunks (ns, chunk) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        if ctx.tx.execute(
+            "INSERT INTO ns_chunks (ns, chunk) VALUES (?, ?) ON CONFLICT DO NOTHING"
+            " RETURNING chunk",
             (ctx.ns, cid),
-        )
+        ):
+            ctx.referenced[cid] = present[cid]
     return [[cid, length] for cid, length in blocks], size
 
 

@@ -34,11 +34,15 @@ Tables (schema version 1)
                  retention; a changes feed read from an older cursor is
                  incomplete (the device reads the whole tree again)
     quotas       user_id → bytes: the most the user's namespaces may hold
+    usage        user_id → bytes: the user's storage use, a running total kept
+                 by ``backend.server.quota`` (a missing row is computed again);
+                 whatever deletes chunks, grants or ns_chunks calls ``quota.forget``
     ============ =============================================================
 
 Indexes on ``versions`` serve the past: ``versions_entry`` an entry's history,
 ``versions_place`` what was at a name (and the children of a folder) at a sequence,
 ``versions_time`` the sequence at an instant.
+``namespaces_owner`` and ``chunk_grants_chunk`` serve storage accounting.
 """
 
 from __future__ import annotations
@@ -96,6 +100,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
     created BIGINT NOT NULL, PRIMARY KEY (ns, name));
 CREATE TABLE IF NOT EXISTS horizons (ns BIGINT PRIMARY KEY, seq BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS quotas (user_id BIGINT PRIMARY KEY, bytes BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS usage (user_id BIGINT PRIMARY KEY, bytes BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS namespaces_owner ON namespaces (owner);
+CREATE INDEX IF NOT EXISTS chunk_grants_chunk ON chunk_grants (chunk);
 """
 
 Row = tuple[Any, ...]

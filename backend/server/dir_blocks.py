@@ -18,6 +18,7 @@ import trio
 
 from backend import protocol as p
 from backend.errors import StoreError
+from backend.server.blocks import Stored
 
 
 class DirectoryBlockStore:
@@ -73,13 +74,39 @@ class DirectoryBlockStore:
         return await trio.to_thread.run_sync(self._path(cid).exists)
 
     async def ids(self) -> AsyncIterator[str]:
-        def scan() -> list[str]:
-            return sorted(
-                path.name for path in self.root.glob("??/??/*") if p.is_chunk_id(path.name)
-            )
+        async for chunk in self.stored():
+            yield chunk.cid
 
-        for cid in await trio.to_thread.run_sync(scan):
-            yield cid
+    async def stored(self) -> AsyncIterator[Stored]:
+        def scan() -> list[Stored]:
+            found: list[Stored] = []
+            for path in sorted(self.root.glob("??/??/*")):
+                if p.is_chunk_id(path.name):
+                    with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                        info = path.stat()
+                        found.append(Stored(path.name, info.st_size, info.st_mtime))
+            return found
+
+        for chunk in await trio.to_thread.run_sync(scan):
+            yield chunk
+
+    def _delete_sync(self, cid: str) -> None:
+        """Unlink, then fsync the directory: once this returns the chunk stays gone."""
+        path = self._path(cid)
+        try:
+            path.unlink()
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot delete chunk {cid}: {exc.strerror}") from None
+
+    async def delete(self, cid: str) -> None:
+        await trio.to_thread.run_sync(self._delete_sync, cid)
 
     async def close(self) -> None:
         pass

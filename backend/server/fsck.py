@@ -1,9 +1,12 @@
 """Checking a server's stores for consistency (``loft fsck``).
 
-What it proves, per namespace: the journal is whole (sequences 1..head, no gaps, no
-duplicates), the live tree agrees with the journal (each entry is its own latest
-version, not deleted, under a live directory), and every chunk any version names is
-recorded, present in the block store, and hashes to its id.
+What it proves, per namespace: the journal is whole after its horizon (sequences
+horizon+1..head, no gaps, no duplicates; retention thins what is before), the live
+tree agrees with the journal (each entry is its own latest version, not deleted,
+under a live directory), and every chunk any version names is
+recorded, present in the block store, and hashes to its id; ``ns_chunks`` holds exactly
+the chunks the namespace's kept versions and entries name. Each user's kept storage
+use agrees with the rows it counts (``backend.server.quota``).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import trio
 
 from backend import protocol as p
 from backend.errors import LoftError
+from backend.server import quota
 from backend.server.blocks import BlockStore, unseal
 from backend.server.database import Tx
+from backend.server.gc import named_chunks
 from backend.server.metadata import MetadataStore
 
 
@@ -37,16 +42,26 @@ def _check_tree(tx: Tx, report: Report) -> set[str]:
     """Journal and tree checks; returns every chunk id named by any version."""
     heads: dict[int, int] = {r[0]: r[1] for r in tx.execute("SELECT id, seq FROM namespaces")}
     report.namespaces = len(heads)
+    horizons = {r[0]: int(r[1]) for r in tx.execute("SELECT ns, seq FROM horizons")}
     stats = {
         r[0]: r[1:]
-        for r in tx.execute("SELECT ns, COUNT(*), MIN(seq), MAX(seq) FROM versions GROUP BY ns")
+        for r in tx.execute(
+            "SELECT v.ns, COUNT(*), MIN(v.seq), MAX(v.seq) FROM versions v"
+            " LEFT JOIN horizons h ON h.ns = v.ns WHERE v.seq > COALESCE(h.seq, 0)"
+            " GROUP BY v.ns"
+        )
     }
+    report.versions = int(tx.execute("SELECT COUNT(*) FROM versions")[0][0])
     for ns, head in heads.items():
         count, low, high = stats.get(ns, (0, None, None))
-        report.versions += int(count)
-        if int(count) != int(head) or (count and (int(low) != 1 or int(high) != int(head))):
+        horizon = horizons.get(ns, 0)
+        whole = int(head) - horizon
+        if whole < 0 or int(count) != whole or (
+            count and (int(low) != horizon + 1 or int(high) != int(head))
+        ):
             report.problems.append(
-                f"namespace {ns}: journal holds {count} records ({low}..{high}), head is {head}"
+                f"namespace {ns}: journal after its horizon {horizon} holds {count} records"
+                f" ({low}..{high}), head is {head}"
             )
     latest = {
         (r[0], r[1]): (int(r[2]), bool(r[3]))
@@ -69,12 +84,20 @@ def _check_tree(tx: Tx, report: Report) -> set[str]:
         if not deleted and (ns, entry_id) not in kinds:
             report.problems.append(f"namespace {ns}: entry {entry_id} missing from the tree")
     named: set[str] = set()
-    for (blob,) in tx.execute("SELECT DISTINCT blocks FROM versions WHERE kind = 'file'"):
-        if blob:
-            named.update(cid for cid, _ in p.decode(bytes(blob)))
+    for ns in heads:
+        want = named_chunks(tx, ns)
+        named |= want
+        have = {r[0] for r in tx.execute("SELECT chunk FROM ns_chunks WHERE ns = ?", (ns,))}
+        for cid in sorted(have - want):
+            report.problems.append(
+                f"namespace {ns}: ns_chunks holds {cid}, which no kept version names"
+            )
+        for cid in sorted(want - have):
+            report.problems.append(f"namespace {ns}: chunk {cid} is named but not in ns_chunks")
     recorded = {r[0] for r in tx.execute("SELECT id FROM chunks")}
     for cid in sorted(named - recorded):
         report.problems.append(f"chunk {cid} is named by a file but not recorded")
+    report.problems.extend(quota.check_usage(tx))
     return named
 
 

@@ -12,7 +12,9 @@ import trio
 
 from backend import protocol as p
 from backend.errors import HashMismatch
+from backend.server import quota
 from backend.server.blocks import BlockStore, seal
+from backend.server.database import Tx
 from backend.server.metadata import MetadataStore
 from backend.tasks import for_each
 
@@ -36,6 +38,14 @@ async def store_chunks(
             f"chunk {bad} of the upload does not match its id; nothing stored", {"index": bad}
         )
     unseen = set(await metadata.missing_chunks(user_id, [cid for cid, _ in chunks]))
+    sizes = {cid: len(data) for cid, data in chunks}
+
+    def over_quota(tx: Tx) -> None:
+        quota.check(tx, user_id, quota.upload_charge(tx, user_id, sizes))
+
+    # Refused before the block store holds any of it; ``add_chunks`` checks again,
+    # in the transaction that records them.
+    await metadata.storage(over_quota)
     at_rest: dict[str, int] = {}
 
     async def store(chunk: tuple[str, bytes]) -> None:
@@ -50,4 +60,8 @@ async def store_chunks(
     await metadata.add_chunks(
         user_id, [(cid, len(data), at_rest.get(cid, 0)) for cid, data in chunks]
     )
+    # Garbage collection may have deleted a blob stored or found above before the record
+    # was written (it holds the record until the blob is gone: ``backend.server.gc``).
+    # Recorded now, the chunk is safe from it: store again whatever has gone.
+    await for_each(list(dict(chunks).items()), store, STORE_WORKERS)
     return len(unseen)

@@ -14,11 +14,15 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 from backend.errors import BadRequest, LocalError
-from backend.server.app import ServerState, create_app
+from backend.server.app import create_app
 from backend.server.blocks import BlockStore, open_block_store
 from backend.server.database import Database
+from backend.server.gc import DEFAULT_GRACE, DEFAULT_INTERVAL, every
+from backend.server.gc import safe_url as _safe
+from backend.server.http import ServerState
 from backend.server.metadata import MetadataStore
 from backend.server.notifier import Notifier, PostgresListener
+from backend.server.retention import DEFAULT_POLICY, Policy, parse_policy
 
 log = logging.getLogger("loft.server")
 
@@ -73,8 +77,13 @@ async def serve(
     listen: str,
     metadata_url: str | None,
     blocks_url: str | None,
+    retention: Policy | None = None,
+    gc_interval: int = DEFAULT_INTERVAL,
 ) -> None:
-    """Serve until SIGINT or SIGTERM; stores are opened first, so a bad URL fails fast."""
+    """Serve until SIGINT or SIGTERM; stores are opened first, so a bad URL fails fast.
+
+    Every ``gc_interval`` seconds (0: never) a garbage collection pass
+    (``backend.server.gc``) applies ``retention`` and frees what nothing keeps."""
     host, port = parse_listen(listen)
     config = Config()
     config.bind = [f"{host}:{port}"]
@@ -93,6 +102,9 @@ async def serve(
         async with trio.open_nursery() as nursery:
             if database.url.startswith(("postgresql://", "postgres://")):
                 nursery.start_soon(PostgresListener(database.url, notifier).run)
+            if gc_interval > 0:
+                policy = retention or parse_policy(DEFAULT_POLICY)
+                nursery.start_soon(every, metadata, blocks, policy, gc_interval, DEFAULT_GRACE)
             log.info(
                 "serving http://%s:%d (metadata %s, blocks %s)",
                 host,
@@ -112,12 +124,3 @@ async def _until_signalled() -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             return
-
-
-def _safe(url: str) -> str:
-    """A URL without its password, for logs."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':')[0]}@{host}"
-    return url

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import trio
 
 from backend import protocol as p
-from backend.errors import BadRequest, Exists, Forbidden, NotFound
+from backend.errors import BadRequest, Exists, Forbidden, NotFound, QuotaExceeded
+from backend.server import quota
 from backend.server.commit import (
     ENTRY_COLUMNS,
     VERSION_COLUMNS,
@@ -61,8 +62,9 @@ class MetadataStore:
 
     # --- users and tokens ------------------------------------------------------------
 
-    def add_user_sync(self, name: str, pw_hash: str) -> int:
-        """Create a user with an empty root namespace. Blocking; for the CLI and tests."""
+    def add_user_sync(self, name: str, pw_hash: str, limit: int | None = None) -> int:
+        """Create a user with an empty root namespace and the quota ``limit`` (None: no
+        limit). Blocking; for the CLI and tests."""
         now = int(time.time())
 
         def work(tx: Tx) -> int:
@@ -85,6 +87,7 @@ class MetadataStore:
                 " VALUES (?, ?, '', '', 'dir', 0, 0, ?, ?)",
                 (ns, p.ROOT_ID, 0o755, now * 1_000_000_000),
             )
+            quota.set_limit(tx, name, limit)
             return int(user_id)
 
         try:
@@ -184,6 +187,7 @@ class MetadataStore:
                 }
             ctx = CommitContext(tx, ns, user_id, device, int(time.time()), head)
             results = apply_commit(ctx, checked)
+            quota.charge_commit(tx, ns, ctx.referenced)
             for op_id, result in zip(op_ids, results, strict=True):
                 tx.execute(
                     "INSERT INTO applied_ops (ns, op_id, seq, result) VALUES (?, ?, ?, ?)",
@@ -211,6 +215,13 @@ class MetadataStore:
             return head, [entry_from_row(r) for r in rows]
 
         return await self._read(work)
+
+    async def horizon(self, ns: int) -> int:
+        """The sequence before which retention thinned the journal (0: it is whole)."""
+        rows = await self._read(
+            lambda tx: tx.execute("SELECT seq FROM horizons WHERE ns = ?", (ns,))
+        )
+        return int(rows[0][0]) if rows else 0
 
     async def tree(self, user_id: int, ns: int, at: int | None) -> tuple[int, list[dict[str, Any]]]:
         """Every live entry, now or as it was at journal sequence ``at``."""
@@ -283,6 +294,25 @@ class MetadataStore:
 
         return await self._read(work)
 
+    async def past(self, user_id: int, ns: int, fn: Callable[[Tx], T]) -> T:
+        """A read of the namespace's past (``backend.server.history``) by a member."""
+
+        def work(tx: Tx) -> T:
+            self._role(tx, user_id, ns)
+            return fn(tx)
+
+        return await self._read(work)
+
+    async def change_snapshots(self, user_id: int, ns: int, fn: Callable[[Tx], T]) -> T:
+        """A change to the namespace's snapshots, by a member who may write."""
+
+        def work(tx: Tx) -> T:
+            if self._role(tx, user_id, ns) not in WRITE_ROLES:
+                raise Forbidden("read-only access to this namespace")
+            return fn(tx)
+
+        return await self._run(work)
+
     # --- chunks ----------------------------------------------------------------------
 
     async def missing_chunks(self, user_id: int, ids: list[str]) -> list[str]:
@@ -302,6 +332,10 @@ class MetadataStore:
             return [cid for cid in ids if cid not in present]
 
         return await self._read(work)
+
+    async def storage(self, fn: Callable[[Tx], T]) -> T:
+        """A read of storage accounting (``backend.server.quota``)."""
+        return await self._read(fn)
 
     async def chunk_visible(self, user_id: int, cid: str) -> bool:
         rows = await self._read(
@@ -327,21 +361,14 @@ class MetadataStore:
                 batch, self._chunk_queue = self._chunk_queue, []
                 now = int(time.time())
 
-                def work(tx: Tx) -> None:
-                    for record in batch:
-                        tx.execute(
-                            "INSERT INTO chunks (id, size, stored, created) VALUES (?, ?, ?, ?)"
-                            " ON CONFLICT DO NOTHING",
-                            (record.cid, record.size, record.stored, now),
-                        )
-                        tx.execute(
-                            "INSERT INTO chunk_grants (user_id, chunk) VALUES (?, ?)"
-                            " ON CONFLICT DO NOTHING",
-                            (record.user_id, record.cid),
-                        )
+                def work(tx: Tx) -> dict[int, QuotaExceeded]:
+                    records = [(r.user_id, r.cid, r.size, r.stored) for r in batch]
+                    return quota.record_chunks(tx, records, now)
 
                 try:
-                    await self._run(work)
+                    refused = await self._run(work)
+                    for record in batch:  # a user over quota: none of theirs recorded
+                        record.error = refused.get(record.user_id)
                 except BaseException as exc:
                     for record in batch:
                         record.error = exc

@@ -17,6 +17,7 @@ import botocore.exceptions
 import trio
 
 from backend.errors import StoreError
+from backend.server.blocks import Stored
 
 _PREFIX = "chunks/"
 
@@ -94,21 +95,40 @@ class S3BlockStore:
         return await self._call(work, f"look up chunk {cid}")
 
     async def ids(self) -> AsyncIterator[str]:
-        def page(token: str | None) -> tuple[list[str], str | None]:
+        async for chunk in self.stored():
+            yield chunk.cid
+
+    async def stored(self) -> AsyncIterator[Stored]:
+        def page(token: str | None) -> tuple[list[Stored], str | None]:
             args = {"Bucket": self.bucket, "Prefix": _PREFIX}
             if token:
                 args["ContinuationToken"] = token
             answer = self._s3.list_objects_v2(**args)
-            keys = [obj["Key"].rsplit("/", 1)[-1] for obj in answer.get("Contents", [])]
-            return keys, answer.get("NextContinuationToken")
+            found = [
+                Stored(
+                    obj["Key"].rsplit("/", 1)[-1],
+                    int(obj["Size"]),
+                    obj["LastModified"].timestamp(),
+                )
+                for obj in answer.get("Contents", [])
+            ]
+            return found, answer.get("NextContinuationToken")
 
         token: str | None = None
         while True:
-            keys, token = await self._call(functools.partial(page, token), "list chunks")
-            for key in keys:
-                yield key
+            found, token = await self._call(functools.partial(page, token), "list chunks")
+            for chunk in found:
+                yield chunk
             if not token:
                 return
+
+    async def delete(self, cid: str) -> None:
+        """S3 answers a DELETE of an absent key with success too."""
+
+        def work() -> None:
+            self._s3.delete_object(Bucket=self.bucket, Key=self._key(cid))
+
+        await self._call(work, f"delete chunk {cid}")
 
     async def _call(self, fn: Callable[[], T], what: str) -> T:
         try:
