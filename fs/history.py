@@ -139,8 +139,10 @@ class PastTree:
 
     @staticmethod
     def _folder(key: tuple[Any, ...], kind: str, mtime: int | None = None, **fields: Any) -> Node:
-        """A listing of the past (mode 555); ``mtime`` in ns, by default now."""
-        entry = {"id": "", "kind": "dir", "mode": 0o555, "size": 0,
+        """A listing of the past; ``mtime`` in ns, by default now. Mode 755: a
+        change is refused by the mount (``EROFS``), not by the kernel's permission
+        check (``EACCES``)."""
+        entry = {"id": "", "kind": "dir", "mode": 0o755, "size": 0,
                  "mtime": time.time_ns() if mtime is None else mtime}
         return Node(key, kind, entry, **fields)
 

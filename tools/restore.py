@@ -46,27 +46,24 @@ class Past:
         self.history = History(client, ns)
         self.ws = RemoteWorkspace(client, ns)
 
-    async def place(self, path: str) -> tuple[str, str]:
-        """``(folder id, name)`` of a path, through folders deleted since: each folder
-        is the entry most recently so named in its parent."""
+    async def versions(self, path: str) -> list[dict[str, Any]]:
+        """Every version ever at ``path``, oldest first (``deleted`` rows mark ends):
+        through every folder that was ever at each step of the path (a folder deleted
+        and restored is two entries, and the path names what both held)."""
         parts = p.split_path(path)
         if not parts:
             raise BadRequest("the workspace root has no versions of its own: name a path in it")
-        parent = p.ROOT_ID
+        folders = [p.ROOT_ID]
         for depth, name in enumerate(parts[:-1]):
-            folders = [v for v in await self.history.place(parent, name)
-                       if v["kind"] == "dir" and not v["deleted"]]
-            if not folders:
+            found = {v["id"] for parent in folders for v in await self.history.place(parent, name)
+                     if v["kind"] == "dir" and not v["deleted"]}
+            if not found:
                 raise NotFound(f"{p.join_path(parts[: depth + 1])}: never a folder")
-            parent = folders[-1]["id"]
-        return parent, parts[-1]
-
-    async def versions(self, path: str) -> list[dict[str, Any]]:
-        """Every version ever at ``path``, oldest first (``deleted`` rows mark ends)."""
-        found = await self.history.place(*await self.place(path))
-        if not found:
+            folders = sorted(found)
+        versions = [v for parent in folders for v in await self.history.place(parent, parts[-1])]
+        if not versions:
             raise NotFound(f"{path}: no versions (never there)")
-        return found
+        return sorted(versions, key=lambda v: v["seq"])
 
     async def pick(
         self, path: str, at: int | None, rev: int | None
@@ -91,8 +88,8 @@ class Past:
                 f"{path} exists: say which version with --at or --rev (see: loft versions {path})"
             )
         last = max(i for i, v in enumerate(versions) if not v["deleted"])
-        ended = next(v["seq"] for v in versions[last:] if v["deleted"])
-        return versions[last], int(ended) - 1
+        ended = next(v for v in versions[last:] if v["deleted"])
+        return versions[last], int(ended["before"])
 
     async def _subtree(self, seq: int) -> dict[str, list[dict[str, Any]]]:
         """The children of every folder at ``seq``, by folder id."""

@@ -111,7 +111,8 @@ def path_at(tx: Tx, ns: int, path: list[str], seq: int) -> dict[str, Any]:
 
 def place(tx: Tx, ns: int, parent: str, name: str) -> list[dict[str, Any]]:
     """Every version of every entry that was ever ``name`` in ``parent``, oldest
-    first, each with ``seq``, ``committed``, ``device`` and ``deleted``."""
+    first, each with ``seq``, ``committed``, ``device`` and ``deleted`` (a deletion
+    also with ``before``: the sequence where it was last whole)."""
     ids = [r[0] for r in tx.execute(
         "SELECT DISTINCT id FROM versions WHERE ns = ? AND parent = ? AND name = ?",
         (ns, parent, name),
@@ -126,9 +127,21 @@ def place(tx: Tx, ns: int, parent: str, name: str) -> list[dict[str, Any]]:
             record = entry_from_row(row[:11])
             record["seq"] = record.pop("rev")
             record["device"], record["committed"] = row[11], int(row[12])
+            if record["deleted"]:
+                record["before"] = _before_deletions(tx, ns, record["seq"])
             out.append(record)
     out.sort(key=lambda r: r["seq"])
     return out
+
+
+def _before_deletions(tx: Tx, ns: int, seq: int) -> int:
+    """The sequence just before the run of deletions that ends at ``seq``: a folder's
+    content is deleted before the folder (``rm -r``, or a recursive delete), so this
+    is where a deleted folder was last whole."""
+    rows = tx.execute(
+        "SELECT MAX(seq) FROM versions WHERE ns = ? AND seq < ? AND deleted = 0", (ns, seq)
+    )
+    return int(rows[0][0] or 0)
 
 
 def names(tx: Tx, ns: int, parent: str) -> list[str]:
