@@ -11,6 +11,7 @@ class or ``err.permanent``.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 from urllib.parse import quote
 
@@ -42,7 +43,10 @@ class Client:
         backoff: float = INITIAL,
         timeout: float = 30.0,
         connections: int = 16,
+        ca: str | None = None,
     ) -> None:
+        """``ca``: a PEM file of the certificate authorities to trust for an
+        ``https://`` server (a private CA), instead of the system's."""
         self.url = url.rstrip("/")
         self.token = token
         self.attempts = attempts
@@ -55,6 +59,7 @@ class Client:
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=5.0),
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            verify=ssl.create_default_context(cafile=ca) if ca else True,
         )
 
     async def __aenter__(self) -> Client:
@@ -95,6 +100,12 @@ class Client:
                     method, path, content=content, params=params, headers=headers, **extra
                 )
             except httpx.TransportError as exc:
+                untrusted = _certificate_error(exc)
+                if untrusted is not None:  # no retry makes a certificate trusted
+                    raise ServerUnavailable(
+                        f"cannot trust the server at {self.url}: {untrusted}; if a private CA"
+                        " signed its certificate, log in with --ca FILE"
+                    ) from None
                 failure = str(exc) or type(exc).__name__
                 continue
             if response.status_code in _RETRY_STATUS:
@@ -253,6 +264,16 @@ class History:
 
     async def drop_snapshot(self, name: str) -> None:
         await self.client.call("DELETE", f"{self.base}/snapshots/{quote(name, safe='')}")
+
+
+def _certificate_error(exc: BaseException) -> str | None:
+    """Why the server's certificate was not trusted, if that is what failed."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _error(response: httpx.Response) -> LoftError:

@@ -54,6 +54,7 @@ operation only if the entry's current ``rev`` is still ``base`` (compare-and-swa
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -209,6 +210,16 @@ def validate_snapshot_name(name: object) -> str:
     if checked == LATEST or parse_instant(checked) is not None:
         raise BadRequest(f"{checked!r} reads as a time: pick another snapshot name")
     return checked
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or address) is this machine: where plain http is safe."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def split_path(path: str) -> list[str]:

@@ -56,10 +56,11 @@ async def serve_mount(
     fetch_timeout: float = 10.0,
     push_timeout: float = 30.0,
     ready: Callable[[], None] = lambda: None,
+    ca: str | None = None,
 ) -> None:
     cache = Cache(home / "cache", cache_bytes)
     try:
-        async with Client(server, token, attempts=3, timeout=30.0) as client, \
+        async with Client(server, token, attempts=3, timeout=30.0, ca=ca) as client, \
                 trio.open_nursery() as nursery:
             writer = Writer(cache.env)
             await nursery.start(writer.run)

@@ -9,7 +9,9 @@ the command exits 1. A traceback is a bug. The commands of a device's mount are 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import os
 import socket
 import stat
 import sys
@@ -24,7 +26,7 @@ from tqdm import tqdm
 from backend.client import Client
 from backend.errors import LocalError, LoftError, first_of
 from tools import gccmds, historycmds, mountcmds, usercmds
-from tools.home import Device, home_dir, load_device, save_device
+from tools.home import Device, home_dir, load_device, save_device, server_url
 from tools.workspace import RemoteWorkspace
 
 log = logging.getLogger("loft")
@@ -48,7 +50,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from backend.server.main import serve
 
     settings = gccmds.serve_settings(args)
-    trio.run(serve, Path(args.data), args.listen, args.metadata, args.blocks, *settings)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise LocalError("give --tls-cert and --tls-key together")
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    trio.run(functools.partial(serve, Path(args.data), args.listen, args.metadata, args.blocks,
+                               *settings, tls=tls))
 
 
 def cmd_fsck(args: argparse.Namespace) -> None:
@@ -106,14 +112,15 @@ def _fsck_server(args: argparse.Namespace) -> None:
 
 
 def cmd_login(args: argparse.Namespace) -> None:
-    url = args.url.rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        url = "http://" + url
+    url = server_url(args.url, args.insecure_http)
+    ca = str(Path(args.ca).absolute()) if args.ca else None
+    if ca is not None and not os.access(ca, os.R_OK):
+        raise LocalError(f"--ca {args.ca}: cannot read it")
     device_name = args.device or socket.gethostname()
     password = usercmds.password()
 
     async def run() -> dict[str, Any]:
-        async with Client(url, attempts=2) as client:
+        async with Client(url, attempts=2, ca=ca) as client:
             answer: dict[str, Any] = await client.login(args.user, password, device_name)
             return answer
 
@@ -121,9 +128,8 @@ def cmd_login(args: argparse.Namespace) -> None:
     home = home_dir(args.home)
     save_device(
         home,
-        Device(
-            url, answer["user"], device_name, answer["token"], answer["root_ns"], answer["expires"]
-        ),
+        Device(url, answer["user"], device_name, answer["token"], answer["root_ns"],
+               answer["expires"], ca),
     )
     print(f"logged in to {url} as {answer['user']} (device {device_name}, home {home})")
 
@@ -134,7 +140,7 @@ def _with_workspace(
     device = load_device(home_dir(args.home))
 
     async def run() -> None:
-        async with Client(device.server, device.token) as client:
+        async with device.client() as client:
             await body(RemoteWorkspace(client, device.root_ns))
 
     trio.run(run)
@@ -238,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})"
     )
     gccmds.serve_options(sub)
+    sub.add_argument("--tls-cert", metavar="FILE",
+                     help="serve https: the certificate chain (PEM), with --tls-key")
+    sub.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
 
     usercmds.add_commands(commands, _server_store_args)
     gccmds.register(command, _server_store_args)
@@ -258,9 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(
         "login", cmd_login, "log this device in (password from LOFT_PASSWORD or a prompt)"
     )
-    sub.add_argument("url", help="the server, e.g. http://127.0.0.1:8470")
+    sub.add_argument(
+        "url", help="the server, e.g. https://files.example.org (http:// only to loopback)"
+    )
     sub.add_argument("--user", required=True)
     sub.add_argument("--device", help="this device's name (default: the host name)")
+    sub.add_argument("--ca", help="a PEM file of the CA that signed the server's certificate")
+    sub.add_argument("--insecure-http", action="store_true",
+                     help="allow plain http:// to a host that is not loopback")
 
     sub = command("ls", cmd_ls, "list a remote directory")
     sub.add_argument("path", nargs="?", default="/")

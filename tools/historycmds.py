@@ -15,7 +15,6 @@ from typing import Any
 import trio
 
 from backend import protocol as p
-from backend.client import Client
 from backend.errors import BadRequest
 from tools.home import home_dir, load_device
 from tools.mountcmds import human
@@ -35,7 +34,7 @@ def _with_past(args: argparse.Namespace, body: Callable[[Past], Awaitable[None]]
     device = load_device(home_dir(args.home))
 
     async def run() -> None:
-        async with Client(device.server, device.token) as client:
+        async with device.client() as client:
             await body(Past(client, device.root_ns))
 
     trio.run(run)

@@ -11,6 +11,7 @@
     token     str   bearer token (secret)
     root_ns   int   the user's root namespace
     expires   int   token expiry, unix seconds
+    ca        str   the CA file to trust for the server (absent: the system's)
     ========= ===== ==========================================
 
 Written to a temporary file, fsync'd and renamed: a crash leaves the old or the new.
@@ -22,7 +23,11 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+from backend import protocol as p
+from backend.client import Client
 from backend.errors import LocalError
 
 
@@ -34,6 +39,33 @@ class Device:
     token: str
     root_ns: int
     expires: int
+    ca: str | None = None
+    """The CA file ``loft login --ca`` was given (a server with a private CA)."""
+
+    def client(self, **options: Any) -> Client:
+        """A client of this device's server, as this device."""
+        return Client(self.server, self.token, ca=self.ca, **options)
+
+
+def server_url(text: str, insecure_http: bool = False) -> str:
+    """The server's base URL from what the user typed. A bare host means ``https://``
+    (``http://`` on loopback); plain ``http://`` to anything but loopback is refused
+    unless ``insecure_http``: the password and the token would cross the network in
+    clear."""
+    url = text.strip().rstrip("/")
+    if "://" not in url:
+        host = urlsplit("//" + url).hostname or ""
+        url = ("http://" if p.is_loopback(host) else "https://") + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LocalError(f"{text!r} is not a server URL: use https://HOST[:PORT]")
+    if parts.scheme == "http" and not p.is_loopback(parts.hostname) and not insecure_http:
+        raise LocalError(
+            f"refusing plain http to {parts.hostname}: the password and the device's token"
+            " would cross the network in clear; use https:// (or --insecure-http on a"
+            " network you trust)"
+        )
+    return url
 
 
 def home_dir(explicit: str | None) -> Path:

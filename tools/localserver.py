@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -80,17 +81,26 @@ class LocalServer:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    tls: tuple[Path, Path, Path] | None = None
+    """``(certificate, key, CA)``: serve https with these PEM files."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
 
     def start(self, timeout: float = 30.0) -> None:
         self.log = self.stores.data.parent / f"server-{self.port}.log"
         self.stores.data.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                loft_argv("serve", *self.stores.args(), "--listen", f"127.0.0.1:{self.port}"),
+                loft_argv("serve", *self.stores.args(), "--listen", f"127.0.0.1:{self.port}",
+                          *self._tls_args()),
                 env=loft_env(),
                 cwd=ROOT,
                 stdout=out,
@@ -102,7 +112,9 @@ class LocalServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited at start:\n{self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
+                verify = ssl.create_default_context(cafile=self.tls[2]) if self.tls else True
+                answer = httpx.get(f"{self.url}/v1/health", timeout=1, verify=verify)
+                if answer.status_code == 200:
                     return
             except httpx.TransportError:
                 time.sleep(0.05)
@@ -132,9 +144,11 @@ class LocalServer:
             raise RuntimeError(f"loft user add {name}: {result.stderr.strip()}")
 
     def login(self, user: str, home: Path, device: str = "dev") -> None:
-        result = loft("login", self.url, "--user", user, "--device", device, home=home)
+        ca = ["--ca", str(self.tls[2])] if self.tls else []
+        result = loft("login", self.url, "--user", user, "--device", device, *ca, home=home)
         if result.returncode != 0:
             raise RuntimeError(f"loft login {user}: {result.stderr.strip()}")
 
     def client(self, token: str | None = None) -> Client:
-        return Client(self.url, token, attempts=2, backoff=0.05)
+        ca = str(self.tls[2]) if self.tls else None
+        return Client(self.url, token, attempts=2, backoff=0.05, ca=ca)

@@ -16,7 +16,6 @@ from typing import Any
 
 import trio
 
-from backend.client import Client
 from backend.errors import LocalError, LoftError
 from backend.sizes import human as human  # re-exported: tools.cli uses it
 from tools import pins
@@ -64,6 +63,7 @@ def cmd_mount(args: argparse.Namespace) -> None:
                 device.device,
                 args.cache_size,
                 fetch_timeout=args.fetch_timeout,
+                ca=device.ca,
             )
         )
         return
@@ -164,7 +164,7 @@ def cmd_status(args: argparse.Namespace) -> None:
             print(f"conflict: and {len(notes) - 5} more (see the mount's log)")
 
     async def run() -> None:
-        async with Client(device.server, device.token, attempts=1, timeout=5) as client:
+        async with device.client(attempts=1, timeout=5) as client:
             try:
                 who = await client.whoami()
             except LoftError as err:

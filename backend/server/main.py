@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
+from backend import protocol as p
 from backend.errors import BadRequest, LocalError
 from backend.server.app import create_app
 from backend.server.blocks import BlockStore, open_block_store
@@ -72,6 +74,15 @@ def check_bind(config: Config, listen: str) -> None:
         sock.close()
 
 
+def check_tls(cert: str, key: str) -> None:
+    """Fail fast, as one line, if the certificate and key cannot serve TLS."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise LocalError(f"--tls-cert {cert} --tls-key {key}: cannot use them: {exc}") from None
+
+
 async def serve(
     data_dir: Path,
     listen: str,
@@ -79,6 +90,7 @@ async def serve(
     blocks_url: str | None,
     retention: Policy | None = None,
     gc_interval: int = DEFAULT_INTERVAL,
+    tls: tuple[str, str] | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; stores are opened first, so a bad URL fails fast.
 
@@ -91,6 +103,14 @@ async def serve(
     config.errorlog = logging.getLogger("hypercorn.error")  # through our logging setup
     config.keep_alive_timeout = 75
     config.graceful_timeout = 2
+    scheme = "http"
+    if tls is not None:
+        check_tls(*tls)
+        config.certfile, config.keyfile = tls  # HTTP/2 and HTTP/1.1, by ALPN
+        scheme = "https"
+    elif not p.is_loopback(host):
+        log.warning("serving plain http on %s: passwords and tokens cross the network in"
+                    " clear; give --tls-cert and --tls-key, or serve behind a TLS proxy", host)
     check_bind(config, listen)
     await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
     blocks: BlockStore = await trio.to_thread.run_sync(open_block_store, blocks_url, data_dir)
@@ -106,7 +126,8 @@ async def serve(
                 policy = retention or parse_policy(DEFAULT_POLICY)
                 nursery.start_soon(every, metadata, blocks, policy, gc_interval, DEFAULT_GRACE)
             log.info(
-                "serving http://%s:%d (metadata %s, blocks %s)",
+                "serving %s://%s:%d (metadata %s, blocks %s)",
+                scheme,
                 host,
                 port,
                 _safe(database.url),
