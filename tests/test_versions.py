@@ -24,6 +24,7 @@ import errno
 import os
 import random
 import re
+import sqlite3
 import stat
 import subprocess
 import time
@@ -506,3 +507,35 @@ def test_snapshots_show_the_tree_as_it_was_until_deleted(story: Story) -> None:
     wait_for(lambda: "papers-snap" not in listed(top), ARRIVAL, "papers-snap gone from .versions")
     assert "before-cleanup" in listed(top)
     assert tree(top / "before-cleanup") == taken
+
+
+def test_an_entry_stored_as_versions_before_the_name_was_reserved_shows_under_another_name(
+    mount_server: Server, tmp_path: Path
+) -> None:
+    """Data from before ``.versions`` was reserved (written into the store, as it
+    would have been then): the mount shows the entry as ``.versions (stored)``, its
+    real name keeps meaning the past, and renaming it repairs it everywhere."""
+    owner = login(mount_server, None, tmp_path, "old")
+    ns = owner.root_ns
+    entry_id = p.new_id()
+    with sqlite3.connect(mount_server.stores.data / "metadata.db") as db:
+        seq = db.execute("SELECT seq FROM namespaces WHERE id = ?", (ns,)).fetchone()[0] + 1
+        row = (ns, entry_id, p.ROOT_ID, p.VERSIONS, "dir", seq, 0, 0o755, time.time_ns())
+        db.execute("INSERT INTO entries (ns, id, parent, name, kind, rev, size, mode, mtime)"
+                   " VALUES (?,?,?,?,?,?,?,?,?)", row)
+        db.execute("INSERT INTO versions (ns, id, parent, name, kind, seq, size, mode, mtime,"
+                   " deleted, device, committed) VALUES (?,?,?,?,?,?,?,?,?,0,'old',?)",
+                   (*row, int(time.time())))
+        db.execute("UPDATE namespaces SET seq = ? WHERE id = ?", (seq, ns))
+    mnt = mount(owner, tmp_path / "mnt")
+    try:
+        assert os.listdir(mnt.path) == [".versions (stored)"]
+        assert (mnt.path / ".versions (stored)").is_dir()
+        assert "latest" in os.listdir(mnt.path / VERSIONS)
+        (mnt.path / ".versions (stored)").rename(mnt.path / "old-versions")
+        drained(mnt)
+        assert remote_names(owner) == ["old-versions/"]
+        log = (owner.home / "mount.log").read_text()
+        assert "shown as '.versions (stored)'" in log
+    finally:
+        unmount_and_check([mnt])
