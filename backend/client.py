@@ -137,6 +137,19 @@ class Client:
         result: dict[str, Any] = await self.call("POST", "/login", body=body)
         return result
 
+    async def logout(self) -> None:
+        """Revoke this client's token on the server."""
+        await self.call("POST", "/logout")
+
+    async def devices(self) -> list[dict[str, Any]]:
+        """This user's devices: ``{device, created, last_seen, expires, tokens, current}``."""
+        result: list[dict[str, Any]] = (await self.call("GET", "/devices"))["devices"]
+        return result
+
+    async def revoke_device(self, device: str) -> int:
+        """Revoke every token of this user's device ``device``; how many there were."""
+        return int((await self.call("POST", "/devices/revoke", body={"device": device}))["revoked"])
+
     async def whoami(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("GET", "/whoami")
         return result
@@ -188,9 +201,17 @@ class Client:
         return result
 
     async def tree(self, ns: int, at: int | None = None) -> dict[str, Any]:
-        params = {"at": at} if at is not None else None
-        result: dict[str, Any] = await self.call("GET", f"/ns/{ns}/tree", params=params)
-        return result
+        """``{seq, entries}``: the whole tree at ``at`` (default: the head), ordered by
+        folder and name, read page by page at the ``seq`` of the first page."""
+        params: dict[str, Any] = {"at": at} if at is not None else {}
+        answer = await self.call("GET", f"/ns/{ns}/tree", params=params)
+        entries: list[dict[str, Any]] = answer["entries"]
+        while answer.get("next"):
+            params = {"at": answer["seq"], "after": answer["next"]}
+            answer = await self.call("GET", f"/ns/{ns}/tree", params=params)
+            entries += answer["entries"]
+        entries.sort(key=lambda e: (e["parent"], e["name"]))
+        return {"seq": answer["seq"], "entries": entries}
 
     async def lookup(self, ns: int, path: str, children: bool = False) -> dict[str, Any]:
         params = {"path": path, "children": "1" if children else "0"}
@@ -198,8 +219,13 @@ class Client:
         return result
 
     async def versions(self, ns: int, entry: str) -> list[dict[str, Any]]:
-        answer = await self.call("GET", f"/ns/{ns}/entries/{entry}/versions")
+        """Every version of ``entry``, oldest first (read page by page)."""
+        path = f"/ns/{ns}/entries/{entry}/versions"
+        answer = await self.call("GET", path)
         result: list[dict[str, Any]] = answer["versions"]
+        while answer.get("next"):
+            answer = await self.call("GET", path, params={"after": answer["next"]})
+            result += answer["versions"]
         return result
 
 

@@ -36,7 +36,8 @@ class LoftError(Exception):
       after a backoff (``backend.retry``).
     - False for ``MissingChunks``: the request succeeds once the chunks it names are
       uploaded; and for ``QuotaExceeded``: it succeeds once the quota is raised or
-      expired versions free room.
+      expired versions free room; and for ``TooManyAttempts``: a login succeeds once
+      its throttling delay has passed.
 
     A bare ``LoftError`` rebuilt from a 4xx answer this client does not know is
     permanent too.
@@ -129,6 +130,27 @@ class TooLarge(LoftError):
     _permanent = True
 
 
+class TooSlow(LoftError):
+    """The request's body did not arrive within its deadline (the server's
+    ``backend.server.limits``); not permanent: a faster try may succeed."""
+
+    status, code = 408, "too_slow"
+
+
+class TooManyAttempts(LoftError):
+    """Too many failed logins for this account or from this address: the same request
+    may succeed after ``detail["retry_after"]`` seconds (also the ``Retry-After``
+    header), so not permanent; the client does not retry it on its own."""
+
+    status, code = 429, "too_many_attempts"
+
+    @property
+    def retry_after(self) -> int:
+        detail = self.detail if isinstance(self.detail, dict) else {}
+        value = detail.get("retry_after")
+        return value if isinstance(value, int) and value > 0 else 1
+
+
 class StoreError(LoftError):
     """A storage back end failed (disk full, database or object store unreachable)."""
 
@@ -163,6 +185,8 @@ _BY_CODE: dict[str, type[LoftError]] = {
         MissingChunks,
         QuotaExceeded,
         TooLarge,
+        TooSlow,
+        TooManyAttempts,
         StoreError,
         ServerUnavailable,
         LocalError,

@@ -64,6 +64,7 @@ import blake3
 import cbor2
 
 from backend.errors import BadRequest, NameTooLong
+from backend.text import UNSAFE, printable
 
 API = "/v1"
 CBOR = "application/cbor"
@@ -85,6 +86,21 @@ MAX_NAME_BYTES = 255
 MAX_OPS_PER_COMMIT = 10_000
 MAX_IDS_PER_QUERY = 10_000
 MAX_WAIT_SECONDS = 60.0
+
+MAX_BLOCKS = 1 << 16
+"""Blocks in one file's block list: a 16 GiB file at the least (every chunk but the
+last is at least ``CDC_MIN``), about 64 GiB at the mean chunk size."""
+MAX_COMMIT_BLOCKS = 2 * MAX_BLOCKS
+"""Blocks named by all the operations of one commit together."""
+MAX_COMMIT_BYTES = 16 * 1024 * 1024
+"""A commit's CBOR body: ``MAX_OPS_PER_COMMIT`` operations and ``MAX_COMMIT_BLOCKS``
+blocks fit well within it."""
+MAX_BODY_BYTES = 1024 * 1024
+"""Any other CBOR request body (chunk packs excepted: ``MAX_PACK_BYTES``)."""
+MAX_DEPTH = 1000
+"""Folders below the root: nothing is created or moved into a folder this deep."""
+MAX_PAGE = 5000
+"""Records in one answer of ``tree`` or ``versions`` (the client asks for the rest)."""
 
 ROOT_ID = "0" * 32
 KINDS = ("file", "dir", "symlink")
@@ -160,6 +176,24 @@ def validate_name(name: object) -> str:
         raise BadRequest(f"invalid name {name!r}: not valid UTF-8") from None
     if len(encoded) > MAX_NAME_BYTES:
         raise NameTooLong(f"name too long ({len(encoded)} bytes, at most {MAX_NAME_BYTES})")
+    return name
+
+
+MAX_DEVICE_NAME = 64
+
+
+def validate_device_name(name: object) -> str:
+    """A device's name (``loft login --device``): 1-64 characters, none of them a
+    control character or a bidirectional override or isolate (``backend.text.UNSAFE``).
+
+    Unlike an entry name, it is shown in every commit line of the server's log and by
+    ``loft versions``, where such a character could forge a line or disguise a name.
+    """
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_DEVICE_NAME:
+        raise BadRequest(f"a device name must be 1-{MAX_DEVICE_NAME} characters")
+    if UNSAFE.search(name):
+        raise BadRequest(f"invalid device name \"{printable(name)}\": control characters and"
+                         " bidirectional overrides are not allowed")
     return name
 
 
@@ -281,6 +315,8 @@ def nonneg_int(record: Mapping[str, Any], key: str, default: int | None = None) 
 def block_list(record: Mapping[str, Any]) -> list[tuple[str, int]]:
     """A validated ``blocks`` field: ``[[chunk_id, length], ...]``."""
     raw = field(record, "blocks", list)
+    if len(raw) > MAX_BLOCKS:
+        raise BadRequest(f"a file has at most {MAX_BLOCKS} blocks")
     blocks: list[tuple[str, int]] = []
     for item in raw:
         if (
@@ -294,6 +330,23 @@ def block_list(record: Mapping[str, Any]) -> list[tuple[str, int]]:
             raise BadRequest("blocks must be [[chunk_id, length], ...] with 0 < length <= 4 MiB")
         blocks.append((item[0], item[1]))
     return blocks
+
+
+def commit_batches(ops: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``ops`` cut into consecutive commits within ``MAX_OPS_PER_COMMIT`` operations
+    and ``MAX_COMMIT_BLOCKS`` blocks each (one operation always goes, whatever its size)."""
+    batches: list[list[dict[str, Any]]] = []
+    blocks = 0
+    for op in ops:
+        size = len(op.get("blocks", ()))
+        if not batches or len(batches[-1]) >= MAX_OPS_PER_COMMIT or (
+            batches[-1] and blocks + size > MAX_COMMIT_BLOCKS
+        ):
+            batches.append([])
+            blocks = 0
+        batches[-1].append(op)
+        blocks += size
+    return batches
 
 
 def chunk_pack(record: Mapping[str, Any]) -> list[tuple[str, bytes]]:

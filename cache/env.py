@@ -30,6 +30,9 @@ Sub-databases (keys and values are bytes; CBOR where a value is a record of
     conflicts   sequence, 8 bytes big-endian   CBOR ``ConflictNote``
     =========== ============================== ========================================
 
+Modes: the directory is 0700 and ``data.mdb`` and ``lock.mdb`` 0600, whatever the
+umask (older ones are tightened on open): the cache holds the content the device read.
+
 Durability: the environment is opened without a sync per commit. After ``kill -9``
 of the mount every committed transaction is intact (LMDB writes go through the OS
 page cache); ``flush()`` (an fsync) makes them survive a power cut too, and is called
@@ -54,6 +57,7 @@ import lmdb
 import trio
 
 from backend import protocol as p
+from backend.private import DIR_MODE, tighten
 
 T = TypeVar("T")
 
@@ -84,10 +88,12 @@ class Env:
     """One LMDB environment and its named sub-databases."""
 
     def __init__(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        tighten(path)
         self.path = path
-        self.lmdb = lmdb.open(
-            str(path), map_size=1 << 40, max_dbs=len(DBS) + 4, sync=False, metasync=False
+        self.lmdb = lmdb.open(  # files get ``mode`` less the x bits: 0600
+            str(path), map_size=1 << 40, max_dbs=len(DBS) + 4, sync=False, metasync=False,
+            mode=DIR_MODE,
         )
         self.db = {name: self.lmdb.open_db(name.encode()) for name in DBS}
 

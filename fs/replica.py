@@ -39,6 +39,11 @@ BATCH = 500
 """Journal records per commit at most."""
 
 
+def _blocks(ops: list[dict[str, Any]]) -> int:
+    """Blocks the operations name: a commit names ``protocol.MAX_COMMIT_BLOCKS`` at most."""
+    return sum(len(op.get("blocks", ())) for op in ops)
+
+
 @dataclass
 class ViewChange:
     """An entry of the view changed for a reason other than this mount's own call."""
@@ -248,7 +253,8 @@ class Replica:
             step = planner.plan(seq, record)
             if step.acked:
                 continue
-            if len(batch["covers"]) >= BATCH:
+            if len(batch["covers"]) >= BATCH or (batch["ops"] and _blocks(batch["ops"])
+                                                  + _blocks(step.ops) > p.MAX_COMMIT_BLOCKS):
                 break
             if self._merge(batch, step, created):
                 batch["covers"].append([seq, []])

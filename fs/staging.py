@@ -30,6 +30,7 @@ import trio
 
 from backend import protocol as p
 from backend.chunking import cut, cut_bytes
+from backend.private import DIR_MODE
 from cache.env import Txn, Writer
 from cache.records import Entry
 from cache.store import Cache
@@ -123,7 +124,8 @@ class Stager:
         self.fetcher = fetcher
         self.staged: dict[str, Staged] = {}
         self._locks: dict[str, tuple[trio.Lock, int]] = {}
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)  # owner-only: content
+        os.chmod(root, DIR_MODE)
         # Left by a mount that died: writes never closed nor fsync'd, so never promised.
         for leftover in root.iterdir():
             leftover.unlink(missing_ok=True)

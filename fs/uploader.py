@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -155,7 +156,8 @@ class Uploader:
             return
         self.sink(await self.writer.write(lambda txn: self.replica.acked(txn, batch, answer)))
         self.link.up()
-        log.info("committed %d operation(s) as revision %d", len(batch["ops"]), answer["seq"])
+        log.info("committed %d operation(s) as revision %d: %s", len(batch["ops"]), answer["seq"],
+                 _summary(batch["ops"]))
         # The echo comes with the follower's long-poll, which the commit wakes at once.
         # What the user does meanwhile gathers for ``SETTLE`` into the next batch; a
         # backlog goes on at once.
@@ -210,3 +212,11 @@ def packs(missing: list[str], sizes: dict[str, int]) -> list[list[str]]:
     if pack:
         groups.append(pack)
     return groups
+
+
+def _summary(ops: list[Any]) -> str:
+    """What a batch touched, for the mount's log (the device's own): the first
+    operation and its name, and how many more. Escaped by the log's formatter."""
+    first = ops[0] if ops else {}
+    what = f"{first.get('op')} {first.get('name') or first.get('entry')}"
+    return what if len(ops) <= 1 else f"{what} and {len(ops) - 1} more"

@@ -11,7 +11,9 @@ real mounts (``loft mount`` subprocesses), so that "synced", "the tree of a moun
   fresh ``loft status``; ``converge`` waits until mounts (and the server) agree.
 - ``tree`` reads a mount as ``{path: bytes | "dir" | ("link", target)}``;
   ``server_tree`` reads the server in the same shape through the API, with a
-  device's token, straight to the server (never through a proxy).
+  device's token, straight to the server (never through a proxy); ``journal`` reads
+  the server's journal, and ``assert_applied_once`` checks that no operation in it
+  was applied twice.
 - ``kill_9`` / ``detach_killed``: ``kill -9`` of a mount process, and the cleaning of
   its dead mount point before mounting again.
 """
@@ -19,6 +21,7 @@ real mounts (``loft mount`` subprocesses), so that "synced", "the tree of a moun
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import signal
@@ -168,6 +171,21 @@ def journal(device: Device) -> list[dict[str, Any]]:
     assert len(answer["changes"]) < 10_000
     records: list[dict[str, Any]] = answer["changes"]
     return records
+
+
+def assert_applied_once(records: list[dict[str, Any]]) -> None:
+    """No operation of the journal shows twice: an operation applied again would leave
+    a version identical to the one before it (same name, place, content, times)."""
+    by_entry: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_entry.setdefault(record["id"], []).append(record)
+    for entry, history in by_entry.items():
+        for before, after in itertools.pairwise(history):
+            same = {k: v for k, v in before.items() if k != "rev"} == {
+                k: v for k, v in after.items() if k != "rev"
+            }
+            assert not same, f"entry {entry} has the same version twice: {history}"
+        assert sum(r.get("deleted", False) for r in history) <= 1, history
 
 
 def server_entries(device: Device) -> dict[str, dict[str, Any]]:

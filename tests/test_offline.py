@@ -18,7 +18,6 @@ converged trees. Where the policy has a choice, the docstring says what Loft doe
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import re
 import shutil
@@ -35,6 +34,7 @@ from tests.conftest import Device, Mount, Server, unmount_strictly
 from tests.devices import (
     SYNC,
     api,
+    assert_applied_once,
     converge,
     journal,
     login_device,
@@ -67,21 +67,6 @@ def versions(records: list[dict[str, Any]], entry_id: str) -> list[dict[str, Any
 
 def entry_id(device: Device, path: str) -> str:
     return str(api(device, lambda c: c.lookup(device.root_ns, path))["entry"]["id"])
-
-
-def assert_applied_once(records: list[dict[str, Any]]) -> None:
-    """No operation of the journal shows twice: an operation applied again would leave
-    a version identical to the one before it (same name, place, content, times)."""
-    by_entry: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        by_entry.setdefault(record["id"], []).append(record)
-    for entry, history in by_entry.items():
-        for before, after in itertools.pairwise(history):
-            same = {k: v for k, v in before.items() if k != "rev"} == {
-                k: v for k, v in after.items() if k != "rev"
-            }
-            assert not same, f"entry {entry} has the same version twice: {history}"
-        assert sum(r.get("deleted", False) for r in history) <= 1, history
 
 
 # --- fixtures ------------------------------------------------------------------------

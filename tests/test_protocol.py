@@ -348,6 +348,8 @@ PERMANENT = {
     errors.LocalError: True,
     errors.MissingChunks: False,
     errors.QuotaExceeded: False,  # raising the quota makes the same request succeed
+    errors.TooManyAttempts: False,  # the same login succeeds after Retry-After
+    errors.TooSlow: False,  # a faster try may succeed
     errors.StoreError: False,
     errors.ServerUnavailable: False,
     errors.LoftError: False,

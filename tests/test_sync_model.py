@@ -20,48 +20,76 @@ kind            what happens
 =============== =====================================================================
 
 In some rounds one mount is killed (``kill -9``) between two operations and mounted
-again (offline if its network is cut). After each round, once both are synced
-(online, nothing pending): A's tree == B's tree == the server's. For each device cut
-in the round, its tree right before the restore must be exactly its model (a dict
+again (offline if its network is cut). Faults of the server and the network come on
+top, drawn from dice of their own (``faults``, seeded from the seed, so that the
+operations of a seed found before them stay the same), in rounds where a device works
+online:
+
+- *server kill*: ``kill -9`` of the server between two operations; the devices work
+  on, journaling their changes, and once the operations are done the server starts
+  again on the same stores and port. Its journal must still hold, unchanged, every
+  version it showed right before the kill (commits are durable);
+- *network fault* on an online device (``NetFault``): ``lost_reply`` (a commit is
+  applied and its reply cut: the device retries a commit the server applied),
+  ``cut_upload`` (connections cut some bytes into a chunk upload), ``stall`` (nothing
+  moves for a few operations), ``flap`` (connections cut for a few operations);
+- *lost replay*: a device restored after a cut loses the reply to its first commit.
+
+After each round, once both are synced (online, nothing pending): A's tree == B's
+tree == the server's, and no operation shows twice in the server's journal
+(``assert_applied_once``: op ids make a retried commit count once). For each device
+cut in the round, its tree right before the restore must be exactly its model (a dict
 ``path -> bytes | "dir"``: the tree at the start of the round, changed by the
 device's own successful operations: what it did offline, crash or not), and every
 content of that final offline view written in the round must be somewhere in the
-converged tree. Each device's own state is then checked by ``loft fsck --home``.
+converged tree; the same holds for what a device wrote while its server was down and
+still shows at the end of the operations. Each device's own state is then checked by
+``loft fsck --home``, and the server's stores by ``loft fsck`` after the last seed
+(the ``mount_server`` fixture).
 
 Seeds: the default run plays ``FAILED_SEEDS`` (seeds that once failed, kept as
 regression cases) and ``DEFAULT_SEEDS``, ``ROUNDS`` rounds each. ``LOFT_MODEL_SEED=N``
 replays seed N alone; ``LOFT_MODEL_SEEDS=N`` adds N fresh random seeds (printed, and
 named in the test id); ``LOFT_MODEL_ROUNDS=N`` plays N rounds per seed (the first
-rounds of a seed are the same whatever N). A replay makes the same choices as long
-as the trees match; online rounds depend on when each change arrives, so a replay
-of those may take another path.
+rounds of a seed are the same whatever N). Each seed ends by printing its figures
+(rounds by kind, operations, refused ones, kills of mounts and of the server, faults
+that fired). A replay makes the same choices as long as the trees match; online
+rounds depend on when each change arrives, so a replay of those may take another
+path.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from tests.conftest import Device, Mount, Server, unmount_and_check
 from tests.devices import (
+    assert_applied_once,
     converge,
     detach_killed,
     differences,
+    journal,
     kill_9,
     login_device,
     mount,
     mount_pid,
     show,
+    status,
     synced,
     tree,
 )
 from tests.faultproxy import FaultProxy
+from tests.polling import pending
 
 FAILED_SEEDS: list[int] = [1663193590, 2901599308, 1657870446, 3358372242]
 """Seeds that found a bug once: played in every run, before the others. The first
@@ -80,6 +108,23 @@ MODES = [0o600, 0o640, 0o644, 0o664]
 KILL_CHANCE = 0.3
 """The chance that a round kills one mount between two of its operations (and one of
 the first four rounds of each seed always does)."""
+SERVER_KILL_CHANCE = 0.1
+"""The chance that a round with a device online kills the server between two of its
+operations."""
+NET_FAULTS = ["lost_reply", "cut_upload", "stall", "flap"]
+NET_FAULT_CHANCE = 0.2
+"""The chance that a round with a device online gives it one of ``NET_FAULTS``. One
+such round of the first four of each seed always has one of the two, server kill or
+network fault, at even odds."""
+LOST_REPLAY_CHANCE = 0.2
+"""The chance that a device restored after a cut loses the reply to its replay's
+first commit."""
+COMMIT = b"/commit HTTP"
+"""In a commit's request line only: the request whose reply ``lost_reply`` cuts."""
+CHUNKS = b"/v1/chunks"
+"""In the request line of every chunk request (which are missing, uploads, fetches)."""
+
+T = TypeVar("T")
 
 View = dict[str, bytes | str]
 """A tree as ``tree()`` reads it: path → content, or ``"dir"``."""
@@ -183,6 +228,19 @@ def listing(root: Path) -> tuple[list[str], list[str]]:
     return folders, files
 
 
+def readable(root: Path) -> set[bytes]:
+    """The contents of the files under ``root`` that read without the server: what a
+    device wrote itself always does; a remote file whose content was not fetched before
+    the server died fails with ``EIO`` and is left out."""
+    found = set()
+    for path in listing(root)[1]:
+        try:
+            found.add((root / path).read_bytes())
+        except OSError:
+            continue
+    return found
+
+
 def join(folder: str, name: str) -> str:
     return f"{folder}/{name}" if folder else name
 
@@ -251,10 +309,12 @@ class Side:
     proxy: FaultProxy
     mount: Mount
     offline: bool = False
+    tracked: bool = False
+    """Its operations change ``view`` and add to ``made``: it is cut, or its server down."""
     view: View = field(default_factory=dict)
-    """While offline: the model of what the device shows."""
+    """While tracked: the model of what the device shows."""
     made: set[bytes] = field(default_factory=set)
-    """While offline: every content its operations wrote this round."""
+    """While tracked: every content its operations wrote this round."""
 
     @property
     def path(self) -> Path:
@@ -263,6 +323,10 @@ class Side:
     def cut(self, start: View) -> None:
         self.proxy.cut()
         self.offline = True
+        self.track(start)
+
+    def track(self, start: View) -> None:
+        self.tracked = True
         self.view, self.made = dict(start), set()
 
     def restore(self) -> None:
@@ -274,6 +338,87 @@ class Side:
         kill_9(mount_pid(self.device))
         detach_killed(self.path)
         self.mount = mount(self.device, self.path)
+
+
+@dataclass
+class NetFault:
+    """A fault of an online device's network, from operation ``at`` of a round on.
+
+    ``lost_reply``: its next commit is applied and the reply cut (the device retries a
+    commit the server applied: op ids make it count once); ``cut_upload``: every
+    connection cut ``budget`` bytes after a chunk request began (mostly inside an
+    upload); ``stall``: nothing moves, requests wait; ``flap``: every connection cut,
+    new ones refused. It lasts ``hold`` operations (for the first two, once it fired),
+    then the network is restored."""
+
+    kind: str
+    side: Side
+    at: int
+    hold: int
+    budget: int
+    fired_at: int | None = None
+    over: bool = False
+
+    def __str__(self) -> str:
+        into = f" {self.budget} bytes in" if self.kind == "cut_upload" else ""
+        return f"{self.kind}{into} on {self.side.name}"
+
+    @property
+    def on_trip(self) -> bool:
+        """It fires when the proxy trips, not when it is armed."""
+        return self.kind in ("lost_reply", "cut_upload")
+
+    def tick(self, step: int, log: list[str]) -> None:
+        """Before operation ``step``: arm the fault, or restore once it lasted."""
+        proxy = self.side.proxy
+        if step == self.at:
+            log.append(f"  {self}")
+            if self.kind == "lost_reply":
+                proxy.cut_reply(COMMIT)
+            elif self.kind == "cut_upload":
+                proxy.cut_after(self.budget, after=CHUNKS)
+            elif self.kind == "stall":
+                proxy.stall()
+            else:
+                proxy.cut()
+            self.fired_at = None if self.on_trip else step
+        elif step > self.at and not self.over:
+            if self.fired_at is None and proxy.tripped.is_set():
+                self.fired_at = step
+                log.append(f"  ({self.kind} on {self.side.name} fired)")
+            if self.fired_at is not None and step >= self.fired_at + self.hold:
+                self.end(log)
+
+    def finish(self, log: list[str]) -> None:
+        """After the round's operations: a fault waiting for its trip waits until it
+        fires or the device has nothing left to send; then the network is restored."""
+        if self.over or self.at < 0:
+            return
+        if self.on_trip and self.fired_at is None and fired_or_idle(self.side):
+            self.fired_at = self.at
+            log.append(f"  ({self.kind} on {self.side.name} fired)")
+        self.end(log)
+
+    def end(self, log: list[str]) -> None:
+        self.side.proxy.restore()
+        self.over = True
+        log.append(f"  network of {self.side.name} restored")
+
+
+def lost_replay(side: Side) -> bool:
+    """Restore a cut device so that the reply to its first commit is lost (the server
+    applied it), then restore it for good; True if a commit went out."""
+    side.proxy.cut_reply(COMMIT)
+    fired = fired_or_idle(side)
+    side.restore()
+    return fired
+
+
+def fired_or_idle(side: Side) -> bool:
+    """Wait until the fault armed on the device's proxy fired, or the device has nothing
+    left to send (so it never will); True if it fired."""
+    status(side.mount, lambda t: side.proxy.tripped.is_set() or pending(t) == 0)
+    return side.proxy.tripped.is_set()
 
 
 def fsck(side: Side) -> None:
@@ -299,14 +444,35 @@ class Player:
     a: Side
     b: Side
     reader: Device
+    server: Server
+    first: list[str]
+    """The kinds of the first rounds (every kind once)."""
     log: list[str] = field(default_factory=list)
+    figures: Counter[str] = field(default_factory=Counter)
+    """What the seed played: rounds by kind, operations, kills, faults that fired."""
     generator: Generator = field(init=False)
     kill_round: int = field(init=False)
     """A round that kills a mount whatever the dice say (others: ``KILL_CHANCE``)."""
+    faults: random.Random = field(init=False)
+    """The dice of the server kills and network faults, apart from ``rng`` so that a
+    seed found before they existed plays the same operations."""
+    server_round: int = field(init=False)
+    fault_round: int = field(init=False)
+    """A round that kills the server, or faults a network, whatever the dice say (one
+    of the two is -1)."""
+    committed: list[dict[str, object]] = field(default_factory=list)
+    """The server's journal read right before it was killed."""
 
     def __post_init__(self) -> None:
         self.generator = Generator(self.rng, self.seed)
         self.kill_round = self.rng.randrange(len(KINDS))
+        self.faults = random.Random(f"faults of seed {self.seed}")
+        online = [n for n, kind in enumerate(self.first[:ROUNDS]) if kind != "offline"] or [-1]
+        self.server_round = self.fault_round = -1
+        if self.faults.random() < 0.5:
+            self.server_round = self.faults.choice(online)
+        else:
+            self.fault_round = self.faults.choice(online)
 
     def prepare(self) -> None:
         """A first tree to collide on, made by A and synced to B."""
@@ -326,6 +492,17 @@ class Player:
         steps = "\n".join(self.log)
         return f"seed {self.seed}: {what}\nthe round's steps:\n{steps}"
 
+    def plan_fault(self, number: int, count: int, online: list[Side]) -> NetFault:
+        """The round's network fault, if it has one (else one that never arms)."""
+        dice = self.faults
+        if not online or (number != self.fault_round and dice.random() >= NET_FAULT_CHANCE):
+            return NetFault("none", self.a, -1, 0, 0, over=True)
+        kind = dice.choice(NET_FAULTS)
+        budget = int(10 ** dice.uniform(0, 5))
+        return NetFault(
+            kind, dice.choice(online), dice.randrange(count), dice.randint(0, 3), budget
+        )
+
     def round(self, number: int, kind: str) -> None:
         rng, a, b = self.rng, self.a, self.b
         start: View = tree(a.path)
@@ -337,34 +514,52 @@ class Player:
         kill = number == self.kill_round or rng.random() < KILL_CHANCE
         kill_at = rng.randrange(count) if kill else -1
         victim = rng.choice([a, b])
+        working = [a] if kind == "alone" else [a, b]
+        online = [side for side in working if side not in cut[kind]]
+        down = bool(online) and (
+            number == self.server_round or self.faults.random() < SERVER_KILL_CHANCE
+        )
+        server_kill_at = self.faults.randrange(count) if down else -1
+        fault = self.plan_fault(number, count, online)
         self.log = [f"round {number}: {kind}, cut {[s.name for s in cut[kind]]}"]
+        self.figures.update(["rounds", kind])
         for step in range(count):
             if step == kill_at:
                 self.log.append(f"  kill -9 of {victim.name}'s mount")
+                self.figures["mount kills"] += 1
                 victim.crash()
+            if step == server_kill_at:
+                self.kill_server()
+            fault.tick(step, self.log)
             side = a if kind == "alone" else rng.choice([a, b])
             op = self.generator.next(side.path, side.name)
+            self.figures["operations"] += 1
             try:
                 op.run(side.path)
             except OSError as exc:
                 self.log.append(f"  {side.name}: {op}: skipped ({exc.strerror})")
+                self.figures["refused"] += 1
                 continue
             self.log.append(f"  {side.name}: {op}")
-            if side.offline:
+            if side.tracked:
                 op.apply(side.view)
                 if (made := op.made(side.view)) is not None:
                     side.made.add(made)
 
+        kept = self.kept(number, cut[kind])
+        if self.server.proc is None:
+            self.restart_server(number)
+        self.wait(number, lambda: fault.finish(self.log))
+        if fault.fired_at is not None:
+            self.figures[fault.kind] += 1
         offline = list(cut[kind])
-        for side in offline:
-            shown = tree(side.path)
-            wrong = differences({"shown": shown, "model": side.view})
-            assert not wrong, self.fail(
-                f"round {number}: {side.name}, offline, does not show what its own"
-                " operations made:\n" + "\n".join(wrong)
-            )
         rng.shuffle(offline)
         for position, side in enumerate(offline):
+            if self.faults.random() < LOST_REPLAY_CHANCE:
+                self.log.append(f"  restore {side.name}, losing the reply to its first commit")
+                if self.wait(number, functools.partial(lost_replay, side)):
+                    self.log.append(f"  (the reply to {side.name}'s commit was lost)")
+                    self.figures["lost_reply"] += 1
             self.log.append(f"  restore {side.name}")
             side.restore()
             if position == 0 and len(offline) > 1 and rng.random() < 0.5:
@@ -373,21 +568,77 @@ class Player:
         self.settle(number)
         final = tree(a.path)
         contents = {value for value in final.values() if isinstance(value, bytes)}
-        for side in cut[kind]:
-            kept = {v for v in side.view.values() if isinstance(v, bytes)} & side.made
-            lost = [show(value) for value in sorted(kept - contents)]
+        for name, written in kept.items():
+            lost = [show(value) for value in sorted(written - contents)]
             assert not lost, self.fail(
-                f"round {number}: content written offline on {side.name} is lost: {lost}"
+                f"round {number}: content written on {name} while it was offline"
+                f" or its server down is lost: {lost}"
             )
         for side in (a, b):
+            side.tracked = False
             fsck(side)
 
+    def kept(self, number: int, cut: list[Side]) -> dict[str, set[bytes]]:
+        """What each tracked device shows, at the end of its operations, of the contents
+        it wrote meanwhile: all of it must reach the converged tree. A device cut for
+        the whole round must show exactly its model."""
+        kept: dict[str, set[bytes]] = {}
+        for side in (self.a, self.b):
+            if side in cut:
+                shown = tree(side.path)
+                wrong = differences({"shown": shown, "model": side.view})
+                assert not wrong, self.fail(
+                    f"round {number}: {side.name}, offline, does not show what its own"
+                    " operations made:\n" + "\n".join(wrong)
+                )
+                kept[side.name] = {v for v in shown.values() if isinstance(v, bytes)} & side.made
+            elif side.tracked:
+                kept[side.name] = readable(side.path) & side.made
+        return kept
+
+    def kill_server(self) -> None:
+        """``kill -9`` of the server; from then on each device's operations are tracked
+        as if it were cut (what it shows of the server's tree is its start)."""
+        starts = {side.name: tree(side.path) for side in (self.a, self.b) if not side.tracked}
+        self.committed = journal(self.reader)
+        self.server.kill()
+        self.log.append("  kill -9 of the server")
+        self.figures["server kills"] += 1
+        for side in (self.a, self.b):
+            if side.name in starts:
+                side.track(starts[side.name])
+
+    def restart_server(self, number: int) -> None:
+        """The killed server started again on its stores and port: every version it had
+        committed before the kill is still in its journal, in the same place."""
+        self.server.start()
+        self.log.append("  server started again")
+        after = journal(self.reader)
+        if after[: len(self.committed)] != self.committed:
+            lost = [r for r in self.committed if r not in after]
+            pytest.fail(
+                self.fail(
+                    f"round {number}: the restarted server's journal lost or changed"
+                    f" {len(lost)} committed version(s): {lost[:5]}"
+                ),
+                pytrace=False,
+            )
+
+    def wait(self, number: int, until: Callable[[], T]) -> T:
+        """``until()``, whose waits fail the round with its steps, not a bare assertion."""
+        try:
+            return until()
+        except AssertionError as exc:
+            pytest.fail(self.fail(f"round {number}: {exc}"), pytrace=False)
+
     def settle(self, number: int) -> None:
-        """Both synced (online, nothing pending) and one tree on A, B and the server."""
+        """Both synced (online, nothing pending), one tree on A, B and the server, and
+        no operation applied twice in the server's journal."""
         try:
             synced(self.a.mount)
             synced(self.b.mount)
             converge(self.a.mount, self.b.mount, server=self.reader)
+            assert_applied_once(journal(self.reader))
         except AssertionError as exc:
             states = "".join(
                 f"\n{s.name}'s loft status:\n{s.mount.status()}" for s in (self.a, self.b)
@@ -409,6 +660,8 @@ def sides(mount_server: Server, tmp_path: Path) -> Iterator[tuple[Side, Side, De
             reader = login_device(mount_server, mount_server.url, user, tmp_path / "home-C", "C")
             yield made[0], made[1], reader
         finally:
+            if mount_server.proc is None:  # killed by a round that failed
+                mount_server.start()
             px_a.restore()
             px_b.restore()
             unmount_and_check(side.mount for side in made)
@@ -416,15 +669,18 @@ def sides(mount_server: Server, tmp_path: Path) -> Iterator[tuple[Side, Side, De
 
 @pytest.mark.timeout(120 + 60 * ROUNDS)
 @pytest.mark.parametrize("seed", seeds(), ids=lambda s: f"seed{s}")
-def test_two_devices_converge_and_lose_nothing(seed: int, sides: tuple[Side, Side, Device]) -> None:
+def test_two_devices_converge_and_lose_nothing(
+    seed: int, sides: tuple[Side, Side, Device], mount_server: Server
+) -> None:
     a, b, reader = sides
     rng = random.Random(seed)
     print(f"model seed {seed} (replay: LOFT_MODEL_SEED={seed}), {ROUNDS} rounds")
     first = rng.sample(KINDS, len(KINDS))  # every kind once, then at random
-    player = Player(seed, rng, a, b, reader)
+    player = Player(seed, rng, a, b, reader, mount_server, first)
     player.prepare()
     for number in range(ROUNDS):
         started = time.monotonic()
         player.round(number, first[number] if number < len(first) else rng.choice(KINDS))
         print("\n".join(player.log))
         print(f"  ({time.monotonic() - started:.1f}s)")
+    print("figures: " + ", ".join(f"{key} {n}" for key, n in sorted(player.figures.items())))

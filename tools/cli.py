@@ -2,7 +2,10 @@
 
 Every failure the user can cause or meet (a wrong password, a server that is down,
 a missing path) is a ``LoftError``: it is printed here, as one line on stderr, and
-the command exits 1. A traceback is a bug. The commands of a device's mount are in
+the command exits 1. A traceback is a bug. Names and messages from elsewhere go through
+``backend.text.printable`` on their way to the terminal and into every log line (the
+``PrintableFormatter`` set up in ``main``): no control character or bidi override
+reaches either raw. The commands of a device's mount are in
 ``tools.mountcmds``, those of accounts (``loft user``) in ``tools.usercmds``.
 """
 
@@ -25,7 +28,11 @@ from tqdm import tqdm
 
 from backend.client import Client
 from backend.errors import LocalError, LoftError, first_of
-from tools import gccmds, historycmds, mountcmds, usercmds
+from backend.private import private_dir, restrict_umask
+from backend.protocol import validate_device_name
+from backend.server.limits import Limits
+from backend.text import PrintableFormatter, printable
+from tools import devicecmds, gccmds, historycmds, mountcmds, usercmds
 from tools.home import Device, home_dir, load_device, save_device, server_url
 from tools.workspace import RemoteWorkspace
 
@@ -49,12 +56,17 @@ def _progress_bar(description: str) -> tqdm:
 def cmd_serve(args: argparse.Namespace) -> None:
     from backend.server.main import serve
 
+    restrict_umask()  # chunks, metadata.db and its -wal/-shm: owner-only
     settings = gccmds.serve_settings(args)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise LocalError("give --tls-cert and --tls-key together")
     tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    if min(args.max_requests, args.max_requests_per_address, args.body_timeout) <= 0:
+        raise LocalError("--max-requests, --max-requests-per-address and --body-timeout"
+                         " must be positive")
+    limits = Limits(args.max_requests_per_address, args.max_requests, args.body_timeout)
     trio.run(functools.partial(serve, Path(args.data), args.listen, args.metadata, args.blocks,
-                               *settings, tls=tls))
+                               *settings, tls=tls, limits=limits))
 
 
 def cmd_fsck(args: argparse.Namespace) -> None:
@@ -77,7 +89,7 @@ def _fsck_device(home: Path) -> None:
 
     problems = check_device(home)
     for problem in problems:
-        print(problem)
+        print(printable(problem))
     if problems:
         sys.exit(1)
     print("clean")
@@ -96,7 +108,7 @@ def _fsck_server(args: argparse.Namespace) -> None:
         finally:
             await blocks.close()
         for problem in report.problems:
-            print(f"problem: {problem}")
+            print(f"problem: {printable(problem)}")
         verdict = "clean" if report.clean else f"{len(report.problems)} problem(s)"
         print(
             f"checked {report.namespaces} namespace(s), {report.versions} journal record(s),"
@@ -116,7 +128,9 @@ def cmd_login(args: argparse.Namespace) -> None:
     ca = str(Path(args.ca).absolute()) if args.ca else None
     if ca is not None and not os.access(ca, os.R_OK):
         raise LocalError(f"--ca {args.ca}: cannot read it")
-    device_name = args.device or socket.gethostname()
+    device_name = validate_device_name(args.device or socket.gethostname())
+    home = home_dir(args.home)
+    private_dir(home, "home")  # refused before the password goes anywhere
     password = usercmds.password()
 
     async def run() -> dict[str, Any]:
@@ -125,7 +139,6 @@ def cmd_login(args: argparse.Namespace) -> None:
             return answer
 
     answer = trio.run(run)
-    home = home_dir(args.home)
     save_device(
         home,
         Device(url, answer["user"], device_name, answer["token"], answer["root_ns"],
@@ -150,9 +163,9 @@ def cmd_ls(args: argparse.Namespace) -> None:
     async def body(ws: RemoteWorkspace) -> None:
         entry, children = await ws.listing(args.path)
         for child in children if entry["kind"] == "dir" else [entry]:
-            name = child["name"] + ("/" if child["kind"] == "dir" else "")
+            name = printable(child["name"]) + ("/" if child["kind"] == "dir" else "")
             if child["kind"] == "symlink":
-                name += f" -> {child['target']}"
+                name += f" -> {printable(child['target'])}"
             if args.long:
                 kind = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}.get(
                     child["kind"], stat.S_IFREG
@@ -247,10 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--tls-cert", metavar="FILE",
                      help="serve https: the certificate chain (PEM), with --tls-key")
     sub.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    sub.add_argument("--max-requests", type=int, default=Limits.total, metavar="N",
+                     help=f"requests in flight in all (default {Limits.total})")
+    sub.add_argument("--max-requests-per-address", type=int, default=Limits.per_address,
+                     metavar="N", help="requests in flight from one client address (default"
+                     f" {Limits.per_address}; behind a reverse proxy: as --max-requests)")
+    sub.add_argument("--body-timeout", type=float, default=Limits.body_seconds,
+                     metavar="SECONDS", help="time a request body has before it must"
+                     f" average 8 KiB/s (default {Limits.body_seconds:g})")
 
     usercmds.add_commands(commands, _server_store_args)
     gccmds.register(command, _server_store_args)
     historycmds.add_commands(commands)
+    devicecmds.add_commands(command)
 
     sub = command(
         "fsck",
@@ -347,11 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler()  # every line escaped: a name cannot forge one
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logging.basicConfig(
         level=logging.INFO
         if args.verbose or args.command in ("serve", "mount")
         else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        handlers=[handler],
     )
     # boto's INFO chatter ("Found credentials in environment variables") would make a
     # failed `loft serve` print more than its one error line.
@@ -371,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
         err = first_of(exc, LoftError)
         if err is None:
             raise
-        print(f"loft: {err}", file=sys.stderr)
+        print(f"loft: {printable(err)}", file=sys.stderr)
         sys.exit(1)
 
 

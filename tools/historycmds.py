@@ -16,6 +16,7 @@ import trio
 
 from backend import protocol as p
 from backend.errors import BadRequest
+from backend.text import printable
 from tools.home import home_dir, load_device
 from tools.mountcmds import human
 from tools.restore import Past
@@ -47,10 +48,10 @@ def _version_line(version: dict[str, Any]) -> str:
     elif version["kind"] == "dir":
         what = "folder"
     elif version["kind"] == "symlink":
-        what = f"-> {version['target']}"
+        what = f"-> {printable(version['target'])}"
     else:
         what = human(version["size"])
-    return f"{when}  {what:>10}  {version['device']:<16}  rev {version['seq']}"
+    return f"{when}  {what:>10}  {printable(version['device']):<16}  rev {version['seq']}"
 
 
 def cmd_versions(args: argparse.Namespace) -> None:

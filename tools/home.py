@@ -15,6 +15,8 @@
     ========= ===== ==========================================
 
 Written to a temporary file, fsync'd and renamed: a crash leaves the old or the new.
+The home is owner-only (``backend.private.private_dir``): 0700, its files 0600, and
+refused if another user owns it or may write it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from urllib.parse import urlsplit
 from backend import protocol as p
 from backend.client import Client
 from backend.errors import LocalError
+from backend.private import private_dir
 
 
 @dataclass
@@ -85,8 +88,8 @@ def load_device(home: Path) -> Device:
 
 
 def save_device(home: Path, device: Device) -> None:
+    private_dir(home, "home")
     try:
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = home / ".device.json.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

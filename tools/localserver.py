@@ -83,6 +83,8 @@ class LocalServer:
     log: Path | None = None
     tls: tuple[Path, Path, Path] | None = None
     """``(certificate, key, CA)``: serve https with these PEM files."""
+    options: list[str] = field(default_factory=list)
+    """More ``loft serve`` options (limits, say)."""
 
     @property
     def url(self) -> str:
@@ -100,7 +102,7 @@ class LocalServer:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 loft_argv("serve", *self.stores.args(), "--listen", f"127.0.0.1:{self.port}",
-                          *self._tls_args()),
+                          *self._tls_args(), *self.options),
                 env=loft_env(),
                 cwd=ROOT,
                 stdout=out,

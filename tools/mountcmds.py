@@ -17,7 +17,9 @@ from typing import Any
 import trio
 
 from backend.errors import LocalError, LoftError
+from backend.private import open_private, private_dir, restrict_umask, write_private
 from backend.sizes import human as human  # re-exported: tools.cli uses it
+from backend.text import printable
 from tools import pins
 from tools.home import alive, home_dir, load_device
 
@@ -42,8 +44,10 @@ def parse_size(text: str) -> int:
 
 
 def cmd_mount(args: argparse.Namespace) -> None:
+    restrict_umask()  # the cache, staging files, log and status: owner-only
     home = home_dir(args.home)
     device = load_device(home)
+    private_dir(home, "home")
     mountpoint = Path(args.mountpoint).absolute()
     if not mountpoint.is_dir():
         raise LocalError(f"{mountpoint}: no such directory")
@@ -84,7 +88,7 @@ def cmd_mount(args: argparse.Namespace) -> None:
     ]
     if args.verbose:
         argv.insert(3, "--verbose")
-    with open(log_path, "ab") as log_file:
+    with os.fdopen(open_private(log_path, os.O_WRONLY | os.O_APPEND), "ab") as log_file:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -98,7 +102,7 @@ def cmd_mount(args: argparse.Namespace) -> None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
             raise LocalError(f"mount failed: {tail[0]}")
         time.sleep(0.05)
-    (home / "mount.pid").write_text(str(proc.pid))
+    write_private(home / "mount.pid", str(proc.pid))
     print(f"mounted {device.server} at {mountpoint} (log: {log_path})")
 
 
@@ -132,22 +136,22 @@ def cmd_unmount(args: argparse.Namespace) -> None:
 def cmd_status(args: argparse.Namespace) -> None:
     home = home_dir(args.home)
     device = load_device(home)
-    print(f"home:    {home}")
-    print(f"server:  {device.server}")
-    print(f"user:    {device.user} (device {device.device})")
+    print(f"home:    {printable(home)}")
+    print(f"server:  {printable(device.server)}")
+    print(f"user:    {printable(device.user)} (device {printable(device.device)})")
     try:
         mount = json.loads((home / "status.json").read_text())
     except (OSError, ValueError):
         mount = None
     if mount is not None and alive(int(mount["pid"])):
-        state = "online" if mount["online"] else f"offline ({mount['error']})"
+        state = "online" if mount["online"] else f"offline ({printable(mount['error'])})"
         print(f"mount:   running (pid {mount['pid']}), {state}")
         print(
             f"pending: {mount['pending_ops']} change(s) to upload,"
             f" {human(mount['pending_bytes'])} of new content"
         )
         if mount.get("over_quota"):
-            print(f"sync:    {mount['over_quota']}; changes wait in the journal")
+            print(f"sync:    {printable(mount['over_quota'])}; changes wait in the journal")
         print(
             f"cache:   {human(mount['bytes'])} of {human(mount['cap'])}"
             f" in {mount['chunks']} chunk(s)"
@@ -155,11 +159,11 @@ def cmd_status(args: argparse.Namespace) -> None:
     if (home / "cache" / "data.mdb").exists():
         with pins.device_cache(home) as cache:
             for pin in pins.report(cache):
-                print(f"pinned:  {_pin_summary(pin)}")
+                print(f"pinned:  {printable(_pin_summary(pin))}")
             notes = pins.conflicts(cache)
         for note in notes[:5]:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(note["time"]))
-            print(f"conflict: {when} {note['path']}: {note['detail']} ({note['kind']})")
+            print(printable(f"conflict: {when} {note['path']}: {note['detail']} ({note['kind']})"))
         if len(notes) > 5:
             print(f"conflict: and {len(notes) - 5} more (see the mount's log)")
 
@@ -168,7 +172,7 @@ def cmd_status(args: argparse.Namespace) -> None:
             try:
                 who = await client.whoami()
             except LoftError as err:
-                print(f"state:   offline ({err})")
+                print(f"state:   offline ({printable(err)})")
                 print("storage: unknown (the server is not reachable)")
                 return
             heads = ", ".join(f"ns {n['ns']} at {n['head']}" for n in who["namespaces"])
@@ -217,9 +221,9 @@ def cmd_pin(args: argparse.Namespace) -> None:
         pin = pins.describe(cache, entry_id)
     summary = _pin_summary(pin) if pin is not None else path
     if left:
-        print(f"pinned {summary}: the mount goes on fetching in the background")
+        print(f"pinned {printable(summary)}: the mount goes on fetching in the background")
     else:
-        print(f"pinned {summary}")
+        print(f"pinned {printable(summary)}")
 
 
 def cmd_unpin(args: argparse.Namespace) -> None:

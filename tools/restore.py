@@ -11,8 +11,8 @@ is itself undone by restoring the version before it:
   that differ are updated, and what was not there then is deleted (it stays in
   ``.versions``); a deleted folder comes back whole.
 
-The commit is one transaction when it fits (``MAX_OPS_PER_COMMIT`` operations);
-larger restores commit in order, parents first.
+The commit is one transaction when it fits (``MAX_OPS_PER_COMMIT`` operations and
+``MAX_COMMIT_BLOCKS`` blocks); larger restores commit in order, parents first.
 """
 
 from __future__ import annotations
@@ -116,8 +116,8 @@ class Past:
         plan = Plan()
         await self._plan(plan, version, tree, await self.ws.entry(target), parent["id"],
                          parts[-1], target)
-        for start in range(0, len(plan.ops), p.MAX_OPS_PER_COMMIT):
-            await self.client.commit(self.ns, plan.ops[start : start + p.MAX_OPS_PER_COMMIT])
+        for batch in p.commit_batches(plan.ops):
+            await self.client.commit(self.ns, batch)
         return plan
 
     async def _plan(

@@ -1,4 +1,5 @@
-"""The ``loft user`` commands, run on the server's own stores: ``add`` and ``quota``."""
+"""The ``loft user`` commands, run on the server's own stores: ``add``, ``quota``,
+``passwd`` (revokes every token of the account) and ``remove``."""
 
 from __future__ import annotations
 
@@ -47,12 +48,41 @@ def cmd_user_add(args: argparse.Namespace) -> None:
 
     validate_name(args.name)
     limit = quota_size(args.quota) if args.quota is not None else None
-    secret = password(confirm=True)
-    if len(secret) < 8:
-        raise LocalError("a password needs at least 8 characters")
+    secret = new_password()
     with open_metadata(args.metadata, Path(args.data)) as metadata:
         metadata.add_user_sync(args.name, hash_password(secret), limit)
     print(f"user {args.name} added" + (f", quota {human(limit)}" if limit is not None else ""))
+
+
+def new_password() -> str:
+    secret = password(confirm=True)
+    if len(secret) < 8:
+        raise LocalError("a password needs at least 8 characters")
+    return secret
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> None:
+    from backend.server import accounts
+    from backend.server.auth import hash_password
+    from backend.server.main import open_metadata
+
+    pw_hash = hash_password(new_password())
+    with open_metadata(args.metadata, Path(args.data)) as metadata, \
+            metadata.db.transaction() as tx:
+        revoked = accounts.set_password(tx, args.name, pw_hash)
+    print(f"user {args.name}: password changed, {revoked} token(s) revoked;"
+          " every device must log in again")
+
+
+def cmd_user_remove(args: argparse.Namespace) -> None:
+    from backend.server import accounts
+    from backend.server.main import open_metadata
+
+    with open_metadata(args.metadata, Path(args.data)) as metadata, \
+            metadata.db.transaction() as tx:
+        removed = accounts.remove_user(tx, args.name)
+    print(f"user {args.name} removed with {removed} namespace(s) and their history;"
+          " `loft gc` reclaims their chunks")
 
 
 def cmd_user_quota(args: argparse.Namespace) -> None:
@@ -72,7 +102,8 @@ def cmd_user_quota(args: argparse.Namespace) -> None:
 def add_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], store_args: StoreArgs
 ) -> None:
-    """``loft user add|quota`` under ``commands``; ``store_args`` adds --data and co."""
+    """``loft user add|quota|passwd|remove`` under ``commands``; ``store_args`` adds
+    --data and co."""
     user = commands.add_parser(
         "user", help="manage accounts on the server's store",
         description="manage accounts on the server's store",
@@ -80,15 +111,24 @@ def add_commands(
     user.set_defaults(fn=lambda a: None)
     actions = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
 
-    def action(name: str, fn: Callable[[argparse.Namespace], None], text: str) -> None:
-        sub = actions.add_parser(name, help=text, description=text)
+    def action(
+        name: str, fn: Callable[[argparse.Namespace], None], text: str, more: str = ""
+    ) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=text, description=text + more)
         sub.set_defaults(fn=fn)
         sub.add_argument("name")
-        if fn is cmd_user_add:
-            sub.add_argument("--quota", help="the most the account may store, e.g. 500M, 10G")
-        else:
-            sub.add_argument("size", help="e.g. 500M, 10G, or none")
         store_args(sub)
+        return sub
 
-    action("add", cmd_user_add, "add an account (password from LOFT_PASSWORD or a prompt)")
-    action("quota", cmd_user_quota, "set an account's quota (a size such as 10G), or none")
+    sub = action("add", cmd_user_add, "add an account (password from LOFT_PASSWORD or a prompt)")
+    sub.add_argument("--quota", help="the most the account may store, e.g. 500M, 10G")
+    sub = action("quota", cmd_user_quota, "set an account's quota (a size such as 10G), or none")
+    sub.add_argument("size", help="e.g. 500M, 10G, or none")
+    action("passwd", cmd_user_passwd,
+           "change an account's password (from LOFT_PASSWORD or a prompt)",
+           "; every token of the account is revoked, so each device must log in again")
+    action("remove", cmd_user_remove, "remove an account",
+           ": its tokens (at once), its memberships, and the namespaces it owns with all"
+           " their files and history, which cannot be undone; `loft gc` then reclaims the"
+           " chunks nothing else holds. Refused while a namespace it owns is shared with"
+           " another user.")

@@ -4,8 +4,14 @@
 route                                       answer
 =========================================== ===========================================
 GET  /v1/health                             {ok, version}
-POST /v1/login {user, password, device,     {token, user, root_ns, expires}
-     [ttl]}
+POST /v1/login {user, password, device,     {token, user, root_ns, expires}; 401 wrong
+     [ttl]}                                 user or password; 429 too_many_attempts with
+                                            Retry-After while throttled
+POST /v1/logout                             {}: the caller's token is revoked
+GET  /v1/devices                            {devices: [{device, created, last_seen,
+                                            expires, tokens, current}]}: live tokens
+POST /v1/devices/revoke {device}            {revoked}: every token of that device name;
+                                            404 if it has none
 GET  /v1/whoami                             {user, device, root_ns, namespaces, usage,
                                             quota}: bytes; quota null = no limit
 POST /v1/chunks/missing {ids}               {missing}: ids this user must upload
@@ -23,9 +29,12 @@ GET  /v1/ns/{ns}/changes?since&wait&limit   {head, cursor, changes}; long-polls 
                                             true} if ``since`` is older than the
                                             journal's horizon (retention thinned it):
                                             read the whole tree again
-GET  /v1/ns/{ns}/tree[?at=SEQ]              {seq, entries}
+GET  /v1/ns/{ns}/tree[?at=SEQ][&after=ID]   {seq, entries, next}: by id, at most limit
+     [&limit=N]                             (≤ 5,000); next: give it as after (and seq
+                                            as at) for the rest; null at the end
 GET  /v1/ns/{ns}/lookup?path[&children=1]   {entry, children}
-GET  /v1/ns/{ns}/entries/{id}/versions      {versions}
+GET  /v1/ns/{ns}/entries/{id}/versions      {versions, next}: oldest first, at most
+     [?after=SEQ][&limit=N]                 limit (≤ 5,000); next: after for the rest
 GET  /v1/ns/{ns}/past?at=SEQ|time=T &       {seq, time, entry, children}: the entry as it
      path=P | entry=ID[&name=N] [&children=1]  was then (by path, id, or name in folder id)
 GET  /v1/ns/{ns}/place?parent=ID&name=N     {versions}: of every entry ever at that name
@@ -38,14 +47,13 @@ DELETE /v1/ns/{ns}/snapshots/{name}         {}
 =========================================== ===========================================
 
 Every failure is answered in one place, ``backend.server.http.answer_errors``; the
-routes of the past are in ``backend.server.history_api``.
+routes of the past are in ``backend.server.history_api``, those of accounts (login,
+logout, devices) in ``backend.server.accounts_api``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
 
 import trio
 from starlette.applications import Starlette
@@ -58,10 +66,8 @@ from backend.errors import (
     BadRequest,
     NotFound,
     StoreError,
-    Unauthorized,
 )
-from backend.server import history_api, quota
-from backend.server.auth import new_token, verify_password
+from backend.server import accounts_api, history_api, quota
 from backend.server.blocks import unseal
 from backend.server.http import (
     Caller,
@@ -70,9 +76,11 @@ from backend.server.http import (
     authenticated,
     body_map,
     cbor,
+    cbor_off_loop,
     cid_param,
     int_param,
     ns_param,
+    page_limit,
     read_body,
     state_of,
 )
@@ -89,30 +97,6 @@ VERSION = "0.1.0"
 @answer_errors
 async def health(request: Request) -> Response:
     return cbor({"ok": True, "version": VERSION})
-
-
-@answer_errors
-async def login(request: Request) -> Response:
-    body = await body_map(request, 64 * 1024)
-    user = p.field(body, "user", str)
-    password = p.field(body, "password", str)
-    device = body.get("device", "device")
-    if not isinstance(device, str) or not 0 < len(device) <= 64 or "\0" in device:
-        raise BadRequest("device name must be 1-64 characters")
-    state = state_of(request)
-    ttl = min(p.nonneg_int(body, "ttl", state.max_token_ttl), state.max_token_ttl)
-    found = await state.metadata.user_by_name(user)
-    ok = await trio.to_thread.run_sync(verify_password, password, found[1] if found else None)
-    if not found or not ok:
-        log.info("login refused for %r", user)
-        raise Unauthorized("wrong user name or password")
-    token = new_token()
-    # Rounded up: the token lives at least ``ttl`` seconds (it is valid while the
-    # whole current second is below ``expires``).
-    expires = math.ceil(time.time()) + ttl
-    await state.metadata.add_token(token, found[0], device, expires)
-    log.info("login: %s on device %s", user, device)
-    return cbor({"token": token, "user": user, "root_ns": found[2], "expires": expires})
 
 
 @authenticated
@@ -175,7 +159,7 @@ async def get_chunk(request: Request, caller: Caller) -> Response:
 @authenticated
 async def commit(request: Request, caller: Caller) -> Response:
     ns = ns_param(request)
-    body = await body_map(request)
+    body = await body_map(request, p.MAX_COMMIT_BYTES)
     state = state_of(request)
     result = await state.metadata.commit(caller.user_id, caller.device, ns, body.get("ops"))
     if not result.get("replayed"):
@@ -198,23 +182,32 @@ async def changes(request: Request, caller: Caller) -> Response:
     limit = min(int_param(request, "limit", 1000) or 1000, 10_000)
     wait = min(float(int_param(request, "wait", 0) or 0), p.MAX_WAIT_SECONDS)
     state = state_of(request)
-    advanced = state.notifier.event(ns)
     head, records = await state.metadata.changes(caller.user_id, ns, since, limit)
     if since < await state.metadata.horizon(ns):  # after the member check in ``changes``
         return cbor({"head": head, "cursor": since, "changes": [], "reset": True})
     if not records and wait > 0:
-        with trio.move_on_after(wait):
-            await advanced.wait()
-        head, records = await state.metadata.changes(caller.user_id, ns, since, limit)
+        with state.notifier.watch(ns) as advanced:  # a member's wait: it can end
+            # Read again once watching: a commit between the two reads still wakes us.
+            head, records = await state.metadata.changes(caller.user_id, ns, since, limit)
+            if not records:
+                with trio.move_on_after(wait):
+                    await advanced.wait()
+                head, records = await state.metadata.changes(caller.user_id, ns, since, limit)
     cursor = records[-1]["rev"] if records else max(since, 0)
-    return cbor({"head": head, "cursor": cursor, "changes": records})
+    return await cbor_off_loop({"head": head, "cursor": cursor, "changes": records})
 
 
 @authenticated
 async def tree(request: Request, caller: Caller) -> Response:
     at = int_param(request, "at", None)
-    seq, entries = await state_of(request).metadata.tree(caller.user_id, ns_param(request), at)
-    return cbor({"seq": seq, "entries": entries})
+    after, limit = request.query_params.get("after", ""), page_limit(request)
+    if after and not p.is_entry_id(after):
+        raise BadRequest("'after' must be an entry id")
+    seq, entries = await state_of(request).metadata.tree(
+        caller.user_id, ns_param(request), at, after, limit
+    )
+    more = entries[-1]["id"] if len(entries) >= limit else None
+    return await cbor_off_loop({"seq": seq, "entries": entries, "next": more})
 
 
 @authenticated
@@ -232,8 +225,12 @@ async def versions(request: Request, caller: Caller) -> Response:
     entry_id = request.path_params["entry"]
     if not p.is_entry_id(entry_id):
         raise BadRequest("not an entry id")
-    found = await state_of(request).metadata.versions(caller.user_id, ns_param(request), entry_id)
-    return cbor({"versions": found})
+    after, limit = int_param(request, "after", 0) or 0, page_limit(request)
+    found = await state_of(request).metadata.versions(
+        caller.user_id, ns_param(request), entry_id, after, limit
+    )
+    more = found[-1]["rev"] if len(found) >= limit else None
+    return await cbor_off_loop({"versions": found, "next": more})
 
 
 def create_app(state: ServerState) -> Starlette:
@@ -241,7 +238,10 @@ def create_app(state: ServerState) -> Starlette:
     app = Starlette(
         routes=[
             Route(f"{v}/health", health, methods=["GET"]),
-            Route(f"{v}/login", login, methods=["POST"]),
+            Route(f"{v}/login", accounts_api.login, methods=["POST"]),
+            Route(f"{v}/logout", accounts_api.logout, methods=["POST"]),
+            Route(f"{v}/devices", accounts_api.devices, methods=["GET"]),
+            Route(f"{v}/devices/revoke", accounts_api.revoke, methods=["POST"]),
             Route(f"{v}/whoami", whoami, methods=["GET"]),
             Route(f"{v}/chunks/missing", missing_chunks, methods=["POST"]),
             Route(f"{v}/chunks", put_chunks, methods=["POST"]),

@@ -5,7 +5,7 @@ standard library): memory-hard, salted, and verified in constant time. A login f
 unknown user still spends one derivation, so timing does not tell who exists.
 
 Bearer tokens are 256 random bits (``secrets``), given to a device once; the server
-keeps only their SHA-256, with the device name and an expiry.
+keeps only their SHA-256, with the device name and an expiry that use renews.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import secrets
 _N, _R, _P = 2**14, 8, 1
 _DUMMY = "scrypt$16384$8$1$" + "00" * 16 + "$" + "00" * 32
 
-DEFAULT_TOKEN_TTL = 365 * 24 * 3600
+DEFAULT_TOKEN_TTL = 30 * 24 * 3600
+"""A token's life from its last renewal (``backend.server.accounts``): use renews it."""
 
 
 def _derive(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -41,3 +42,8 @@ def verify_password(password: str, stored: str | None) -> bool:
 
 def new_token() -> str:
     return "loft_" + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    """What the server keeps of a token."""
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -6,6 +6,12 @@ the entry's ``rev``), then writes the new entry state to ``entries`` and appends
 to ``versions`` under the next journal sequence. If any operation fails, the error
 propagates, the transaction rolls back, and nothing of the batch remains: a commit is
 wholly present or wholly absent.
+
+A commit holds the namespace's writer (on SQLite, every namespace's), so its work is
+bounded: nothing is created or moved below ``protocol.MAX_DEPTH`` folders, a folder's
+ancestors are read in one recursive query (remembered within the commit until a folder
+moves), and the rows a commit walks and writes are counted against ``MAX_COMMIT_WORK``;
+beyond it the commit is refused (``TooLarge``, nothing applied) and is to be split.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from backend.errors import (
     MissingChunks,
     NotEmpty,
     NotFound,
+    TooLarge,
 )
 from backend.server.database import Row, Tx
 
@@ -35,6 +42,19 @@ VISIBLE_CHUNK = """
                 WHERE m.user_id = ? AND n.chunk = c.id))
 """
 """A chunk ``c`` is visible to a user who uploaded it or can see a file holding it."""
+
+MAX_COMMIT_WORK = 200_000
+"""Rows a commit may walk (ancestors, blocks) and write (entries deleted, created,
+changed); one mkdir in a folder at depth 10 costs 12."""
+
+_ANCESTORS = """
+    WITH RECURSIVE up(id, parent, depth) AS (
+        SELECT id, parent, 0 FROM entries WHERE ns = ? AND id = ?
+        UNION ALL
+        SELECT e.id, e.parent, up.depth + 1 FROM entries e JOIN up ON e.id = up.parent
+        WHERE e.ns = ? AND up.depth < ?
+    ) SELECT id FROM up ORDER BY depth
+"""
 
 
 def entry_from_row(row: Row) -> dict[str, Any]:
@@ -68,6 +88,40 @@ class CommitContext:
     seq: int
     referenced: dict[str, int] = field(default_factory=dict)
     """Chunks (id → size) this commit made the namespace name for the first time."""
+    work: int = 0
+    """Rows walked and written so far, against ``MAX_COMMIT_WORK``."""
+    chains: dict[str, list[str]] = field(default_factory=dict)
+    """Folder id → its ancestors (itself first), valid until a folder moves."""
+
+    def spend(self, rows: int) -> None:
+        self.work += rows
+        if self.work > MAX_COMMIT_WORK:
+            raise TooLarge(
+                f"this commit does too much work (over {MAX_COMMIT_WORK} rows walked or"
+                " written); send its operations in smaller commits"
+            )
+
+    def ancestors(self, folder: dict[str, Any]) -> list[str]:
+        """The id of ``folder`` and of the folders above it up to the root, at most
+        ``MAX_DEPTH + 1`` of them: from its parent's if known, else one recursive query."""
+        chain = self.chains.get(folder["id"])
+        if chain is None:
+            above = self.chains.get(folder["parent"])
+            if above is not None:
+                chain = [folder["id"], *above[: p.MAX_DEPTH]]
+            else:
+                rows = self.tx.execute(_ANCESTORS, (self.ns, folder["id"], self.ns, p.MAX_DEPTH))
+                chain = [r[0] for r in rows]
+            self.chains[folder["id"]] = chain
+            self.spend(len(chain) if above is None else 1)
+        return chain
+
+    def check_depth(self, folder: dict[str, Any], name: str) -> None:
+        """Refuse an entry named ``name`` in ``folder`` below ``MAX_DEPTH`` folders."""
+        if len(self.ancestors(folder)) > p.MAX_DEPTH:
+            raise BadRequest(
+                f"{name}: too deep (folders nest at most {p.MAX_DEPTH} levels below the root)"
+            )
 
     def entry(self, entry_id: str) -> dict[str, Any] | None:
         rows = self.tx.execute(
@@ -91,6 +145,7 @@ class CommitContext:
 
     def write(self, entry: dict[str, Any], deleted: bool = False) -> int:
         """Record ``entry`` as the next version; update or drop the live row."""
+        self.spend(1)
         self.seq += 1
         entry["rev"] = self.seq
         blocks = p.encode(entry["blocks"]) if entry["kind"] == "file" else None
@@ -153,6 +208,7 @@ def _check_free(ctx: CommitContext, parent: str, name: str) -> None:
 
 def _check_blocks(ctx: CommitContext, op: Mapping[str, Any]) -> tuple[list[list[Any]], int]:
     blocks = p.block_list(op)
+    ctx.spend(len(blocks))
     size = p.nonneg_int(op, "size")
     if sum(length for _, length in blocks) != size:
         raise BadRequest("size does not match the sum of the block lengths")
@@ -197,9 +253,11 @@ def op_create(ctx: CommitContext, op: Mapping[str, Any]) -> dict[str, Any]:
     if kind not in ("file", "symlink", "dir"):
         raise BadRequest(f"cannot create an entry of kind {kind!r}")
     entry_id = _new_entry_id(ctx, op)
-    parent = _directory(ctx, p.entry_id_field(op, "parent"))["id"]
+    folder = _directory(ctx, p.entry_id_field(op, "parent"))
+    parent = folder["id"]
     name = p.validate_name(op.get("name"))
     _check_free(ctx, parent, name)
+    ctx.check_depth(folder, name)
     entry: dict[str, Any] = {
         "id": entry_id,
         "parent": parent,
@@ -243,13 +301,25 @@ def op_setattr(ctx: CommitContext, op: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _delete_tree(ctx: CommitContext, entry: dict[str, Any], recursive: bool) -> None:
-    if entry["kind"] == "dir":
-        children = ctx.children(entry["id"])
-        if children and not recursive:
-            raise NotEmpty(f"directory {entry['name']} is not empty", {"current": entry})
-        for child in children:
-            _delete_tree(ctx, child, recursive)
-    ctx.write(entry, deleted=True)
+    """Delete ``entry`` and, if ``recursive``, all below it: each folder's children in
+    name order, each before its folder; iterative, whatever the depth."""
+    if entry["kind"] != "dir":
+        ctx.write(entry, deleted=True)
+        return
+    children = ctx.children(entry["id"])
+    if children and not recursive:
+        raise NotEmpty(f"directory {entry['name']} is not empty", {"current": entry})
+    stack = [(entry, iter(children))]
+    while stack:
+        folder, rest = stack[-1]
+        child = next(rest, None)
+        if child is None:
+            stack.pop()
+            ctx.write(folder, deleted=True)
+        elif child["kind"] == "dir":
+            stack.append((child, iter(ctx.children(child["id"]))))
+        else:
+            ctx.write(child, deleted=True)
 
 
 def op_delete(ctx: CommitContext, op: Mapping[str, Any]) -> dict[str, Any]:
@@ -269,11 +339,9 @@ def op_rename(ctx: CommitContext, op: Mapping[str, Any]) -> dict[str, Any]:
         raise BadRequest("the workspace root cannot be renamed")
     parent = _directory(ctx, p.entry_id_field(op, "parent"))
     name = p.validate_name(op.get("name"))
-    ancestor: dict[str, Any] | None = parent
-    while ancestor is not None and ancestor["id"] != p.ROOT_ID:
-        if ancestor["id"] == entry["id"]:
-            raise BadRequest(f"cannot move {entry['name']} inside itself")
-        ancestor = ctx.entry(ancestor["parent"])
+    if entry["id"] in ctx.ancestors(parent):
+        raise BadRequest(f"cannot move {entry['name']} inside itself")
+    ctx.check_depth(parent, name)
     taken = ctx.child(parent["id"], name)
     if taken is not None and taken["id"] != entry["id"]:
         replace = op.get("replace")
@@ -284,6 +352,8 @@ def op_rename(ctx: CommitContext, op: Mapping[str, Any]) -> dict[str, Any]:
             raise BadRequest(f"cannot replace {victim['kind']} {name} with a {entry['kind']}")
         _delete_tree(ctx, victim, recursive=False)
     entry["parent"], entry["name"] = parent["id"], name
+    if entry["kind"] == "dir":
+        ctx.chains.clear()  # the folders below it have new ancestors
     ctx.write(entry)
     return entry
 
@@ -304,11 +374,16 @@ def validate_ops(ops: object) -> list[dict[str, Any]]:
         raise BadRequest("a commit needs a non-empty list of operations")
     if len(ops) > p.MAX_OPS_PER_COMMIT:
         raise BadRequest(f"at most {p.MAX_OPS_PER_COMMIT} operations per commit")
+    blocks = sum(len(op["blocks"]) for op in ops
+                 if isinstance(op, dict) and isinstance(op.get("blocks"), list))
+    if blocks > p.MAX_COMMIT_BLOCKS:
+        raise TooLarge(f"at most {p.MAX_COMMIT_BLOCKS} blocks per commit")
     seen: set[str] = set()
     for op in ops:
         kind = op.get("op") if isinstance(op, dict) else op
         if not isinstance(kind, str) or kind not in OPERATIONS:
-            raise BadRequest(f"unknown operation {kind!r}")
+            shown = repr(kind)[:40] if isinstance(kind, str) else type(kind).__name__
+            raise BadRequest(f"unknown operation {shown}")
         op_id = p.entry_id_field(op, "op_id")
         if op_id in seen:
             raise BadRequest(f"operation id {op_id} appears twice")

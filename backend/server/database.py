@@ -17,7 +17,10 @@ Tables (schema version 1)
     meta         key/value: ``schema`` = "1"
     users        id, name (unique), pw_hash (``scrypt$...``), created, root_ns
     tokens       hash (sha256 hex of the bearer token), user_id, device,
-                 created, expires (unix seconds)
+                 created, expires (unix seconds); a revoked token's row is deleted
+    token_use    hash → ttl (the token's life from each renewal), last_seen (its
+                 last renewal, unix seconds): use renews a token at most hourly
+                 (``backend.server.accounts``); no row: issued before this table
     namespaces   id, owner, seq (the journal head), created
     members      (ns, user_id) → role: "owner" | "editor" | "viewer"
     entries      the live tree: (ns, id) → parent, name, kind, rev, size,
@@ -43,6 +46,8 @@ Indexes on ``versions`` serve the past: ``versions_entry`` an entry's history,
 ``versions_place`` what was at a name (and the children of a folder) at a sequence,
 ``versions_time`` the sequence at an instant.
 ``namespaces_owner`` and ``chunk_grants_chunk`` serve storage accounting.
+``tokens_user`` serves a user's devices and revocation, ``tokens_expires`` the purge
+of expired tokens.
 """
 
 from __future__ import annotations
@@ -103,6 +108,10 @@ CREATE TABLE IF NOT EXISTS quotas (user_id BIGINT PRIMARY KEY, bytes BIGINT NOT 
 CREATE TABLE IF NOT EXISTS usage (user_id BIGINT PRIMARY KEY, bytes BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS namespaces_owner ON namespaces (owner);
 CREATE INDEX IF NOT EXISTS chunk_grants_chunk ON chunk_grants (chunk);
+CREATE TABLE IF NOT EXISTS token_use (
+    hash TEXT PRIMARY KEY, ttl BIGINT NOT NULL, last_seen BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS tokens_user ON tokens (user_id, device);
+CREATE INDEX IF NOT EXISTS tokens_expires ON tokens (expires);
 """
 
 Row = tuple[Any, ...]

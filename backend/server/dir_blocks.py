@@ -4,6 +4,9 @@ Durability: a chunk is written to a temporary file in its final directory,
 fsync'd, renamed over its name, and the directory fsync'd. After a crash a reader
 sees either no chunk or the whole chunk, never a part. A ``.tmp-*`` file left by a
 crash mid-write is never read: neither ``get`` nor ``ids`` looks at those names.
+
+Directories are made 0700 and chunk files 0600 (``backend.private``), whatever the
+umask: they are the users' content.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import trio
 
 from backend import protocol as p
 from backend.errors import StoreError
+from backend.private import DIR_MODE, FILE_MODE, tighten
 from backend.server.blocks import Stored
 
 
@@ -26,7 +30,8 @@ class DirectoryBlockStore:
         self.root = root
         self.url = f"file://{root}"
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            tighten(root, deep=False)
         except OSError as exc:
             raise StoreError(f"cannot create chunk directory {root}: {exc.strerror}") from None
 
@@ -39,8 +44,10 @@ class DirectoryBlockStore:
         try:
             if path.exists():
                 return
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
+            path.parent.parent.mkdir(exist_ok=True, mode=DIR_MODE)
+            path.parent.mkdir(exist_ok=True, mode=DIR_MODE)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            with os.fdopen(fd, "wb") as f:
                 f.write(sealed)
                 f.flush()
                 os.fsync(f.fileno())

@@ -3,9 +3,10 @@ answers, the one place failures are answered (``answer_errors``), authentication
 reading bodies and parameters.
 
 Every failure is answered in ``answer_errors``: a ``LoftError`` becomes its status with
-a CBOR ``{error, message, detail}`` body; anything else is logged with its traceback
-and answered 500, and the server keeps serving. Before any answer, what the handler
-left unread of the request body is read and dropped (``_discard_body``).
+a CBOR ``{error, message, detail}`` body; a client gone mid-request is one quiet log
+line; anything else is logged with its traceback and answered 500, and the server
+keeps serving. An answer sent before the body was read closes the connection, and a
+body has a deadline (``backend.server.limits``, around the whole app).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from backend import protocol as p
@@ -28,12 +29,15 @@ from backend.errors import (
     NotFound,
     QuotaExceeded,
     TooLarge,
+    TooManyAttempts,
+    TooSlow,
     Unauthorized,
 )
 from backend.server.auth import DEFAULT_TOKEN_TTL
 from backend.server.blocks import BlockStore
 from backend.server.metadata import MetadataStore
 from backend.server.notifier import Notifier
+from backend.server.throttle import Logins
 
 log = logging.getLogger("loft.server")
 
@@ -44,6 +48,7 @@ class ServerState:
     blocks: BlockStore
     notifier: Notifier
     max_token_ttl: int = DEFAULT_TOKEN_TTL
+    logins: Logins = field(default_factory=Logins)
 
 
 @dataclass
@@ -58,6 +63,11 @@ def cbor(value: Any, status: int = 200) -> Response:
     return Response(p.encode(value), status_code=status, media_type=p.CBOR)
 
 
+async def cbor_off_loop(value: Any) -> Response:
+    """``cbor(value)``, encoded in a worker thread: for answers that may be large."""
+    return Response(await trio.to_thread.run_sync(p.encode, value), media_type=p.CBOR)
+
+
 Handler = Callable[..., Awaitable[Response]]
 
 
@@ -68,68 +78,63 @@ def answer_errors(fn: Handler) -> Handler:
             response = await fn(request)
         except LoftError as err:
             # A refusal is the client's business, and so is MissingChunks (it uploads
-            # them), and QuotaExceeded; anything else is the server failing, worth a
-            # line in its log.
-            if not err.permanent and not isinstance(err, MissingChunks | QuotaExceeded):
+            # them), and QuotaExceeded, and TooManyAttempts (logged where throttled);
+            # anything else is the server failing, worth a line in its log.
+            if not err.permanent and not isinstance(
+                err, MissingChunks | QuotaExceeded | TooManyAttempts | TooSlow
+            ):
                 log.error("%s %s: %s", request.method, request.url.path, err.message)
             response = cbor(err.to_wire(), err.status)
+            if isinstance(err, TooManyAttempts):
+                response.headers["Retry-After"] = str(err.retry_after)
+        except ClientDisconnect:
+            log.info("%s %s: the client went away mid-request", request.method, request.url.path)
+            response = Response(status_code=400)  # dropped: nobody reads it
         except Exception:
             log.exception("%s %s failed", request.method, request.url.path)
             response = cbor({"error": "internal", "message": "internal server error"}, 500)
-        await _discard_body(request)
         return response
 
     return wrapper
 
 
-_BODY_DONE = "loft.body_done"
-_DISCARD_BYTES = 128 * 1024 * 1024
-_DISCARD_SECONDS = 30.0
-
-
-async def _discard_body(request: Request) -> None:
-    """Read and drop what is left of the request body before answering.
-
-    A request refused early (no token, bad chunk id, over the size limit) leaves its
-    body unread. Hypercorn (HTTP/1.1) then stops reading the socket once a few body
-    messages wait for the app, and queues ``http.disconnect`` behind them when the
-    answer is done: the connection deadlocks, and a client still writing its body
-    never reads the answer (httpx sends the whole body first). Draining, up to a
-    bound, lets the answer through and leaves the connection reusable.
-    """
-    if request.scope.get(_BODY_DONE):
-        return
-    drained = 0
-    with trio.move_on_after(_DISCARD_SECONDS):
-        while drained <= _DISCARD_BYTES:
-            message = await request.receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                return
-            drained += len(message.get("body", b""))
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing bearer token; run `loft login`")
+    return token.strip()
 
 
 def authenticated(fn: Callable[[Request, Caller], Awaitable[Response]]) -> Handler:
     async def wrapper(request: Request) -> Response:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("missing bearer token; run `loft login`")
+        token = bearer_token(request)
         state: ServerState = request.app.state.loft
-        found = await state.metadata.resolve_token(token.strip())
+        found = await state.metadata.resolve_token(token)
         if found is None:
-            raise Unauthorized("token expired or unknown; run `loft login` again")
+            raise Unauthorized("token expired, revoked or unknown; run `loft login` again")
         return await fn(request, Caller(*found))
 
     return answer_errors(wrapper)
 
 
-async def body_map(request: Request, limit: int = 64 * 1024 * 1024) -> dict[str, Any]:
-    return p.decode_map(await read_body(request, limit))
+DECODE_INLINE = 64 * 1024
+"""Bodies larger than this are decoded in a worker thread, off the event loop."""
+
+
+async def body_map(request: Request, limit: int = p.MAX_BODY_BYTES) -> dict[str, Any]:
+    body = await read_body(request, limit)
+    if len(body) <= DECODE_INLINE:
+        return p.decode_map(body)
+    return await trio.to_thread.run_sync(p.decode_map, body)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    if declared is not None and not (
+        declared.isascii() and declared.isdigit() and len(declared) <= 20
+        and int(declared) <= limit
+    ):
         raise TooLarge(f"request body over {limit} bytes")
     parts: list[bytes] = []
     size = 0
@@ -138,7 +143,6 @@ async def read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise TooLarge(f"request body over {limit} bytes")
         parts.append(piece)
-    request.scope[_BODY_DONE] = True
     return b"".join(parts)
 
 
@@ -162,10 +166,15 @@ def int_param(request: Request, name: str, default: int | None) -> int | None:
     return value
 
 
+def page_limit(request: Request) -> int:
+    """The ``limit`` of a paged answer: at most ``protocol.MAX_PAGE``, the default."""
+    return min(int_param(request, "limit", p.MAX_PAGE) or p.MAX_PAGE, p.MAX_PAGE)
+
+
 def ns_param(request: Request) -> int:
     raw = request.path_params["ns"]
-    if not raw.isdigit():
-        raise NotFound(f"no namespace {raw}")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) < 1 << 63):
+        raise NotFound(f"no namespace {raw[:40]}")
     return int(raw)
 
 

@@ -16,12 +16,14 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from backend import protocol as p
 from backend.errors import BadRequest, LocalError
+from backend.private import private_dir
 from backend.server.app import create_app
 from backend.server.blocks import BlockStore, open_block_store
 from backend.server.database import Database
 from backend.server.gc import DEFAULT_GRACE, DEFAULT_INTERVAL, every
 from backend.server.gc import safe_url as _safe
 from backend.server.http import ServerState
+from backend.server.limits import KEEP_ALIVE_SECONDS, READ_TIMEOUT_SECONDS, Limits, RequestLimits
 from backend.server.metadata import MetadataStore
 from backend.server.notifier import Notifier, PostgresListener
 from backend.server.retention import DEFAULT_POLICY, Policy, parse_policy
@@ -91,33 +93,37 @@ async def serve(
     retention: Policy | None = None,
     gc_interval: int = DEFAULT_INTERVAL,
     tls: tuple[str, str] | None = None,
+    limits: Limits | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; stores are opened first, so a bad URL fails fast.
 
     Every ``gc_interval`` seconds (0: never) a garbage collection pass
-    (``backend.server.gc``) applies ``retention`` and frees what nothing keeps."""
+    (``backend.server.gc``) applies ``retention`` and frees what nothing keeps. What one
+    connection and one request may hold is bounded by ``limits`` and the deadlines of
+    ``backend.server.limits``."""
     host, port = parse_listen(listen)
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # through our logging setup
-    config.keep_alive_timeout = 75
+    config.keep_alive_timeout = KEEP_ALIVE_SECONDS  # also the deadline of a request's headers
+    config.read_timeout = READ_TIMEOUT_SECONDS
     config.graceful_timeout = 2
-    scheme = "http"
     if tls is not None:
         check_tls(*tls)
         config.certfile, config.keyfile = tls  # HTTP/2 and HTTP/1.1, by ALPN
-        scheme = "https"
-    elif not p.is_loopback(host):
+    check_bind(config, listen)
+    scheme = "https" if tls is not None else "http"
+    if tls is None and not p.is_loopback(host):
         log.warning("serving plain http on %s: passwords and tokens cross the network in"
                     " clear; give --tls-cert and --tls-key, or serve behind a TLS proxy", host)
-    check_bind(config, listen)
-    await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    # Owner-only (backend.private): chunks are content, metadata.db password hashes.
+    await trio.to_thread.run_sync(private_dir, data_dir, "data directory", False)
     blocks: BlockStore = await trio.to_thread.run_sync(open_block_store, blocks_url, data_dir)
     database = await trio.to_thread.run_sync(open_database, metadata_url, data_dir)
     metadata = MetadataStore(database)
     notifier = Notifier()
-    app = create_app(ServerState(metadata, blocks, notifier))
+    app = RequestLimits(create_app(ServerState(metadata, blocks, notifier)), limits or Limits())
     try:
         async with trio.open_nursery() as nursery:
             if database.url.startswith(("postgresql://", "postgres://")):

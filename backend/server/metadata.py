@@ -7,7 +7,6 @@ most ``Database.max_threads`` of them at once.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ import trio
 
 from backend import protocol as p
 from backend.errors import BadRequest, Exists, Forbidden, NotFound, QuotaExceeded
-from backend.server import quota
+from backend.server import accounts, quota
+from backend.server.auth import token_hash
 from backend.server.commit import (
     ENTRY_COLUMNS,
     VERSION_COLUMNS,
@@ -32,10 +32,8 @@ from backend.server.database import Database, Tx
 T = TypeVar("T")
 
 WRITE_ROLES = ("owner", "editor")
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+ALL = 1 << 62
+"""A ``LIMIT`` of no consequence (SQLite's -1 and PostgreSQL's NULL do not agree)."""
 
 
 class MetadataStore:
@@ -106,31 +104,31 @@ class MetadataStore:
         return await self._read(work)
 
     async def add_token(self, token: str, user_id: int, device: str, expires: int) -> None:
+        """Issue ``token`` (expired ones are purged); it lives ``expires - now`` seconds
+        from each renewal (``backend.server.accounts``)."""
         now = int(time.time())
-        await self._run(
-            lambda tx: tx.execute(
-                "INSERT INTO tokens (hash, user_id, device, created, expires)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (token_hash(token), user_id, device, now, expires),
-            )
-        )
+        hashed = token_hash(token)
+        await self._run(lambda tx: accounts.issue(tx, hashed, user_id, device, now, expires))
 
     async def resolve_token(self, token: str) -> tuple[int, str, str, int] | None:
-        """``(user_id, user_name, device, root_ns)`` for a live token, else None."""
+        """``(user_id, user_name, device, root_ns)`` for a live token, else None. An
+        expired token is purged; a live one is renewed if its last renewal is older
+        than ``accounts.RENEW_EVERY`` (the only write, at most hourly per token)."""
         now = int(time.time())
+        hashed = token_hash(token)
+        found = await self._read(lambda tx: accounts.find(tx, hashed))
+        if found is None:
+            return None
+        if found.expires <= now:
+            await self._run(lambda tx: accounts.drop(tx, hashed))
+            return None
+        if now - found.last_seen >= accounts.RENEW_EVERY:
+            await self._run(lambda tx: accounts.renew(tx, hashed, found.ttl, now))
+        return found.user_id, found.user, found.device, found.root_ns
 
-        def work(tx: Tx) -> tuple[int, str, str, int] | None:
-            rows = tx.execute(
-                "SELECT u.id, u.name, t.device, u.root_ns FROM tokens t"
-                " JOIN users u ON u.id = t.user_id WHERE t.hash = ? AND t.expires > ?",
-                (token_hash(token), now),
-            )
-            if not rows:
-                return None
-            r = rows[0]
-            return int(r[0]), r[1], r[2], int(r[3])
-
-        return await self._read(work)
+    async def account_tx(self, fn: Callable[[Tx], T], write: bool = True) -> T:
+        """A read or change of users and tokens (``backend.server.accounts``)."""
+        return await self._run(fn, write)
 
     # --- namespaces ------------------------------------------------------------------
 
@@ -223,16 +221,20 @@ class MetadataStore:
         )
         return int(rows[0][0]) if rows else 0
 
-    async def tree(self, user_id: int, ns: int, at: int | None) -> tuple[int, list[dict[str, Any]]]:
-        """Every live entry, now or as it was at journal sequence ``at``."""
+    async def tree(
+        self, user_id: int, ns: int, at: int | None, after: str = "", limit: int = ALL
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Every live entry, now or as it was at journal sequence ``at``; by id, those
+        after the id ``after``, at most ``limit`` (and the root, after none)."""
 
         def work(tx: Tx) -> tuple[int, list[dict[str, Any]]]:
             self._role(tx, user_id, ns)
             head = int(tx.execute("SELECT seq FROM namespaces WHERE id = ?", (ns,))[0][0])
             if at is None or at >= head:
                 rows = tx.execute(
-                    f"SELECT {ENTRY_COLUMNS} FROM entries WHERE ns = ? ORDER BY parent, name",
-                    (ns,),
+                    f"SELECT {ENTRY_COLUMNS} FROM entries WHERE ns = ? AND id > ?"
+                    " ORDER BY id LIMIT ?",
+                    (ns, after, limit),
                 )
                 return head, [entry_from_row(r) for r in rows]
             root = tx.execute(
@@ -241,10 +243,11 @@ class MetadataStore:
             rows = tx.execute(
                 f"SELECT {VERSION_COLUMNS} FROM versions v WHERE v.ns = ? AND v.seq = ("
                 " SELECT MAX(w.seq) FROM versions w WHERE w.ns = v.ns AND w.id = v.id"
-                " AND w.seq <= ?) AND v.deleted = 0 ORDER BY v.parent, v.name",
-                (ns, at),
+                " AND w.seq <= ?) AND v.deleted = 0 AND v.id > ? ORDER BY v.id LIMIT ?",
+                (ns, at, max(after, p.ROOT_ID), limit),
             )
-            entries = [entry_from_row(root[0])] + [entry_from_row(r) for r in rows]
+            first = [] if after else [entry_from_row(root[0])]
+            entries = first + [entry_from_row(r) for r in rows]
             for entry in entries:
                 entry.pop("deleted", None)
             return at, entries
@@ -275,15 +278,18 @@ class MetadataStore:
 
         return await self._read(work)
 
-    async def versions(self, user_id: int, ns: int, entry_id: str) -> list[dict[str, Any]]:
-        """Every recorded version of one entry, oldest first, with its commit time."""
+    async def versions(
+        self, user_id: int, ns: int, entry_id: str, after: int = 0, limit: int = ALL
+    ) -> list[dict[str, Any]]:
+        """The recorded versions of one entry after sequence ``after``, oldest first,
+        at most ``limit``, with their commit times."""
 
         def work(tx: Tx) -> list[dict[str, Any]]:
             self._role(tx, user_id, ns)
             rows = tx.execute(
                 f"SELECT {VERSION_COLUMNS}, device, committed FROM versions"
-                " WHERE ns = ? AND id = ? ORDER BY seq",
-                (ns, entry_id),
+                " WHERE ns = ? AND id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (ns, entry_id, after, limit),
             )
             out = []
             for r in rows:

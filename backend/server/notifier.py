@@ -1,16 +1,20 @@
 """Waking long-polls when a namespace advances.
 
-``Notifier`` is the in-process part: a long-poll takes the namespace's event *before*
-it reads the journal head, then waits on it, so a commit landing between the read and
-the wait still wakes it. ``PostgresListener`` feeds it commits made on other server
-nodes: it LISTENs on the channel that every commit ``pg_notify``s inside its
-transaction, so a node hears of a commit exactly when it becomes visible.
+``Notifier`` is the in-process part: a long-poll (a member: checked first) takes the
+namespace's event *before* it reads the journal head again, then waits on it, so a
+commit landing between the read and the wait still wakes it. ``PostgresListener``
+feeds it commits made on other server nodes: it LISTENs on the channel that every
+commit ``pg_notify``s inside its transaction, so a node hears of a commit exactly
+when it becomes visible.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import psycopg
 import trio
@@ -22,20 +26,40 @@ log = logging.getLogger("loft.server")
 
 
 class Notifier:
-    def __init__(self) -> None:
-        self._events: dict[int, trio.Event] = {}
+    """Events only for namespaces someone waits on: ``watch`` makes one, the last
+    waiter to leave drops it, so the map holds what long-polls wait on, no more."""
 
-    def event(self, ns: int) -> trio.Event:
+    def __init__(self) -> None:
+        self._watches: dict[int, _Watch] = {}
+
+    @contextmanager
+    def watch(self, ns: int) -> Iterator[trio.Event]:
         """The event the next advance of ``ns`` sets; take it before reading the head."""
-        event = self._events.get(ns)
-        if event is None:
-            event = self._events[ns] = trio.Event()
-        return event
+        watch = self._watches.get(ns)
+        if watch is None:
+            watch = self._watches[ns] = _Watch()
+        watch.waiters += 1
+        try:
+            yield watch.event
+        finally:
+            watch.waiters -= 1
+            if not watch.waiters and self._watches.get(ns) is watch:
+                del self._watches[ns]
+
+    def watched(self) -> int:
+        """Namespaces with a waiter."""
+        return len(self._watches)
 
     def advanced(self, ns: int) -> None:
-        event = self._events.pop(ns, None)
-        if event is not None:
-            event.set()
+        watch = self._watches.pop(ns, None)
+        if watch is not None:
+            watch.event.set()
+
+
+@dataclass
+class _Watch:
+    event: trio.Event = field(default_factory=trio.Event)
+    waiters: int = 0
 
 
 class PostgresListener:

@@ -7,10 +7,15 @@ serialized and a compare-and-swap read inside one cannot go stale before it writ
 Read-only transactions run on a connection per worker thread and, thanks to WAL,
 never wait for a writer (a token check does not queue behind a commit's fsync). Other processes
 (``loft user add`` while the server runs) wait on the lock up to ``busy_timeout``.
+
+The file holds password hashes: it is created 0600 before SQLite opens it, and SQLite
+gives its ``-wal`` and ``-shm`` files the database file's mode (older ones are made
+0600 here).
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import sqlite3
 import threading
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import StoreError
+from backend.private import DIR_MODE, open_private, private_file
 from backend.server.database import Row, create_schema
 
 
@@ -47,7 +53,10 @@ class SQLiteDatabase:
     def __init__(self, path: Path) -> None:
         self.url = f"sqlite:{path}"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            os.close(open_private(path, os.O_RDWR))
+            for suffix in ("-wal", "-shm"):
+                private_file(path.with_name(path.name + suffix))
             self._conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
