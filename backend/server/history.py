@@ -21,8 +21,8 @@ from typing import Any
 
 from backend import protocol as p
 from backend.errors import BadRequest, Exists, NotFound
-from backend.server.commit import ENTRY_COLUMNS, VERSION_COLUMNS, entry_from_row
 from backend.server.database import Tx
+from backend.server.rows import ENTRY_COLUMNS, VERSION_COLUMNS, entry_from_row
 
 DAY = 86_400
 MAX_INSTANTS = 100_000

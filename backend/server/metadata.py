@@ -18,16 +18,9 @@ from backend import protocol as p
 from backend.errors import BadRequest, Exists, Forbidden, NotFound, QuotaExceeded
 from backend.server import accounts, quota
 from backend.server.auth import token_hash
-from backend.server.commit import (
-    ENTRY_COLUMNS,
-    VERSION_COLUMNS,
-    VISIBLE_CHUNK,
-    CommitContext,
-    apply_commit,
-    entry_from_row,
-    validate_ops,
-)
+from backend.server.commit import CommitContext, apply_commit, validate_ops
 from backend.server.database import Database, Tx
+from backend.server.rows import ENTRY_COLUMNS, VERSION_COLUMNS, VISIBLE_CHUNK, entry_from_row
 
 T = TypeVar("T")
 
