@@ -75,6 +75,13 @@ class NameTooLong(BadRequest):
     code = "name_too_long"
 
 
+class CrossShare(BadRequest):
+    """A move between two namespaces (into or out of a shared folder): the mount
+    answers ``EXDEV``, so programs copy and delete instead."""
+
+    code = "cross_share"
+
+
 class HashMismatch(LoftError):
     status, code = 422, "hash_mismatch"
     _permanent = True
@@ -175,6 +182,7 @@ _BY_CODE: dict[str, type[LoftError]] = {
     for cls in (
         BadRequest,
         NameTooLong,
+        CrossShare,
         HashMismatch,
         Unauthorized,
         Forbidden,

@@ -337,6 +337,7 @@ def test_from_wire_rebuilds_the_error_class_and_message(
 PERMANENT = {
     errors.BadRequest: True,
     errors.NameTooLong: True,
+    errors.CrossShare: True,
     errors.HashMismatch: True,
     errors.Unauthorized: True,
     errors.Forbidden: True,

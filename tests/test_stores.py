@@ -309,7 +309,7 @@ def op(kind: str, entry: str, base: int, **fields: Any) -> dict[str, Any]:
 
 async def live_tree(store: MetadataStore, user: int, ns: int) -> dict[str, dict[str, Any]]:
     """The live tree by entry id, root left out."""
-    _, entries = await store.tree(user, ns, None)
+    _, entries, _ = await store.tree(user, ns, None)
     return {e["id"]: e for e in entries if e["id"] != p.ROOT_ID}
 
 
@@ -322,7 +322,7 @@ async def uploaded(store: MetadataStore, user: int, data: bytes) -> list[Any]:
 async def test_add_user_creates_an_empty_root_namespace(store: MetadataStore) -> None:
     user, ns = new_user(store)
     assert await store.namespaces(user) == [{"ns": ns, "role": "owner", "head": 0}]
-    head, entries = await store.tree(user, ns, None)
+    head, entries, _ = await store.tree(user, ns, None)
     assert head == 0
     assert [(e["id"], e["kind"], e["parent"], e["name"]) for e in entries] == [
         (p.ROOT_ID, "dir", "", "")
@@ -424,7 +424,7 @@ async def test_a_failing_op_rolls_back_its_whole_batch(store: MetadataStore) -> 
     assert caught.value.detail["op"] == 1
     assert await live_tree(store, user, ns) == before
     assert await store.head(user, ns) == 1
-    assert (await store.changes(user, ns, 1, 100))[1] == []
+    assert (await store.changes(user, ns, 1, 100)).changes == []
     # The first op's id was not spent: it applies on its own now.
     answer = await store.commit(user, "dev", ns, [first])
     assert "replayed" not in answer
@@ -491,7 +491,8 @@ async def test_concurrent_commits_get_contiguous_increasing_seqs(store: Metadata
         for n in range(20):
             nursery.start_soon(create, n)
     assert sorted(seqs) == list(range(1, 21))
-    head, records = await store.changes(user, ns, 0, 1000)
+    feed = await store.changes(user, ns, 0, 1000)
+    head, records = feed.head, feed.changes
     assert head == 20
     assert [r["rev"] for r in records] == list(range(1, 21))
     assert sorted(r["name"] for r in records) == sorted(f"f{n}" for n in range(20))
@@ -502,7 +503,7 @@ async def test_tree_at_a_seq_shows_the_tree_as_it_was(store: MetadataStore) -> N
     d, f = p.new_id(), p.new_id()
 
     async def names(at: int | None) -> set[tuple[str, str]]:
-        _, entries = await store.tree(user, ns, at)
+        _, entries, _ = await store.tree(user, ns, at)
         return {(e["parent"], e["name"]) for e in entries}
 
     await store.commit(user, "dev", ns, [op_mkdir(d, p.ROOT_ID, "d")])  # 1
@@ -517,7 +518,7 @@ async def test_tree_at_a_seq_shows_the_tree_as_it_was(store: MetadataStore) -> N
     assert await names(3) == {root, (p.ROOT_ID, "d"), (p.ROOT_ID, "g")}
     assert await names(4) == {root, (p.ROOT_ID, "g")}
     assert await names(None) == {root}
-    at, entries = await store.tree(user, ns, 2)
+    at, entries, _ = await store.tree(user, ns, 2)
     assert at == 2
     assert {e["id"]: e["rev"] for e in entries if e["id"] != p.ROOT_ID} == {d: 1, f: 2}
 

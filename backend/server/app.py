@@ -54,6 +54,8 @@ logout, devices) in ``backend.server.accounts_api``.
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
+from typing import Any
 
 import trio
 from starlette.applications import Starlette
@@ -61,6 +63,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from backend import cursor
 from backend import protocol as p
 from backend.errors import (
     BadRequest,
@@ -162,10 +165,12 @@ async def commit(request: Request, caller: Caller) -> Response:
     body = await body_map(request, p.MAX_COMMIT_BYTES)
     state = state_of(request)
     result = await state.metadata.commit(caller.user_id, caller.device, ns, body.get("ops"))
+    advanced = result.pop("namespaces")
     if not result.get("replayed"):
-        state.notifier.advanced(ns)
+        for each in advanced:
+            state.notifier.advanced(each)
         log.info(
-            "commit ns=%d ops=%d seq=%d by %s/%s",
+            "commit ns=%d ops=%d seq=%s by %s/%s",
             ns,
             len(result["results"]),
             result["seq"],
@@ -175,38 +180,62 @@ async def commit(request: Request, caller: Caller) -> Response:
     return cbor(result)
 
 
+def position_param(request: Request, name: str) -> cursor.Position | None:
+    """A feed position (``backend.cursor``) from the query; 400 if malformed."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        cursor.parts(raw)
+    except cursor.BadPosition as err:
+        raise BadRequest(f"query parameter {name!r}: {err}") from None
+    return int(raw) if raw.isdigit() else raw
+
+
 @authenticated
 async def changes(request: Request, caller: Caller) -> Response:
     ns = ns_param(request)
-    since = int_param(request, "since", 0) or 0
+    since = position_param(request, "since") or 0
     limit = min(int_param(request, "limit", 1000) or 1000, 10_000)
     wait = min(float(int_param(request, "wait", 0) or 0), p.MAX_WAIT_SECONDS)
-    state = state_of(request)
-    head, records = await state.metadata.changes(caller.user_id, ns, since, limit)
-    if since < await state.metadata.horizon(ns):  # after the member check in ``changes``
-        return cbor({"head": head, "cursor": since, "changes": [], "reset": True})
-    if not records and wait > 0:
-        with state.notifier.watch(ns) as advanced:  # a member's wait: it can end
+    metadata = state_of(request).metadata
+    feed = await metadata.changes(caller.user_id, ns, since, limit)
+    if not feed.changes and not feed.reset and wait > 0:
+        with ExitStack() as watching:  # a member's wait: it can end
+            events = [watching.enter_context(state_of(request).notifier.watch(each))
+                      for each in feed.watch]
             # Read again once watching: a commit between the two reads still wakes us.
-            head, records = await state.metadata.changes(caller.user_id, ns, since, limit)
-            if not records:
+            feed = await metadata.changes(caller.user_id, ns, since, limit)
+            if not feed.changes and not feed.reset:
                 with trio.move_on_after(wait):
-                    await advanced.wait()
-                head, records = await state.metadata.changes(caller.user_id, ns, since, limit)
-    cursor = records[-1]["rev"] if records else max(since, 0)
-    return await cbor_off_loop({"head": head, "cursor": cursor, "changes": records})
+                    await first_of(events)
+                feed = await metadata.changes(caller.user_id, ns, since, limit)
+    answer: dict[str, Any] = {"head": feed.head, "cursor": feed.cursor, "changes": feed.changes}
+    if feed.reset:
+        answer["reset"] = True
+    return await cbor_off_loop(answer)
+
+
+async def first_of(events: list[trio.Event]) -> None:
+    """Return once any of ``events`` is set."""
+    async with trio.open_nursery() as nursery:
+        for event in events:
+            async def wait(event: trio.Event = event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait)
 
 
 @authenticated
 async def tree(request: Request, caller: Caller) -> Response:
-    at = int_param(request, "at", None)
+    at = position_param(request, "at")
     after, limit = request.query_params.get("after", ""), page_limit(request)
-    if after and not p.is_entry_id(after):
+    if after and not p.is_entry_id(after.rpartition(":")[2] or p.ROOT_ID):
         raise BadRequest("'after' must be an entry id")
-    seq, entries = await state_of(request).metadata.tree(
+    seq, entries, more = await state_of(request).metadata.tree(
         caller.user_id, ns_param(request), at, after, limit
     )
-    more = entries[-1]["id"] if len(entries) >= limit else None
     return await cbor_off_loop({"seq": seq, "entries": entries, "next": more})
 
 

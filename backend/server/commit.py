@@ -25,6 +25,7 @@ from backend.errors import (
     BadRequest,
     Conflict,
     Exists,
+    Forbidden,
     LoftError,
     MissingChunks,
     NotEmpty,
@@ -273,6 +274,8 @@ def op_setattr(ctx: CommitContext, op: Mapping[str, Any]) -> dict[str, Any]:
 def _delete_tree(ctx: CommitContext, entry: dict[str, Any], recursive: bool) -> None:
     """Delete ``entry`` and, if ``recursive``, all below it: each folder's children in
     name order, each before its folder; iterative, whatever the depth."""
+    if entry["kind"] == "mount":
+        raise Forbidden(f"{entry['name']} is a shared folder: leave it or unshare it first")
     if entry["kind"] != "dir":
         ctx.write(entry, deleted=True)
         return
@@ -286,6 +289,9 @@ def _delete_tree(ctx: CommitContext, entry: dict[str, Any], recursive: bool) -> 
         if child is None:
             stack.pop()
             ctx.write(folder, deleted=True)
+        elif child["kind"] == "mount":
+            raise Forbidden(f"{folder['name']} holds the shared folder {child['name']}:"
+                            " leave it or unshare it first")
         elif child["kind"] == "dir":
             stack.append((child, iter(ctx.children(child["id"]))))
         else:

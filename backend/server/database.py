@@ -24,7 +24,9 @@ Tables (schema version 1)
     namespaces   id, owner, seq (the journal head), created
     members      (ns, user_id) → role: "owner" | "editor" | "viewer"
     entries      the live tree: (ns, id) → parent, name, kind, rev, size,
-                 mode, mtime, blocks (CBOR), target; (ns, parent, name) unique
+                 mode, mtime, blocks (CBOR), target; (ns, parent, name) unique;
+                 kind "mount": a shared folder in a member's root namespace,
+                 ``target`` its namespace number (``backend.server.mounts``)
     versions     the journal: (ns, seq) → one entry state per operation,
                  ``deleted`` = 1 when the entry ends there; never rewritten
     applied_ops  (ns, op_id) → seq and CBOR result, for exactly-once commits
@@ -45,7 +47,9 @@ Tables (schema version 1)
 Indexes on ``versions`` serve the past: ``versions_entry`` an entry's history,
 ``versions_place`` what was at a name (and the children of a folder) at a sequence,
 ``versions_time`` the sequence at an instant.
-``namespaces_owner`` and ``chunk_grants_chunk`` serve storage accounting.
+``namespaces_owner`` and ``chunk_grants_chunk`` serve storage accounting;
+``entries_id`` finds which of a user's namespaces holds an entry, ``entries_mount``
+the shared folders mounted in a root namespace.
 ``tokens_user`` serves a user's devices and revocation, ``tokens_expires`` the purge
 of expired tokens.
 """
@@ -107,6 +111,8 @@ CREATE TABLE IF NOT EXISTS horizons (ns BIGINT PRIMARY KEY, seq BIGINT NOT NULL)
 CREATE TABLE IF NOT EXISTS quotas (user_id BIGINT PRIMARY KEY, bytes BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS usage (user_id BIGINT PRIMARY KEY, bytes BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS namespaces_owner ON namespaces (owner);
+CREATE INDEX IF NOT EXISTS entries_id ON entries (id);
+CREATE INDEX IF NOT EXISTS entries_mount ON entries (ns) WHERE kind = 'mount';
 CREATE INDEX IF NOT EXISTS chunk_grants_chunk ON chunk_grants (chunk);
 CREATE TABLE IF NOT EXISTS token_use (
     hash TEXT PRIMARY KEY, ttl BIGINT NOT NULL, last_seen BIGINT NOT NULL);

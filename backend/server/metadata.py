@@ -14,17 +14,17 @@ from typing import Any, TypeVar
 
 import trio
 
+from backend import cursor
 from backend import protocol as p
-from backend.errors import BadRequest, Exists, Forbidden, NotFound, QuotaExceeded
-from backend.server import accounts, quota
+from backend.errors import Exists, Forbidden, QuotaExceeded
+from backend.server import accounts, journal, mounts, quota
 from backend.server.auth import token_hash
-from backend.server.commit import CommitContext, apply_commit, validate_ops
+from backend.server.commit import validate_ops
 from backend.server.database import Database, Tx
-from backend.server.rows import ENTRY_COLUMNS, VERSION_COLUMNS, VISIBLE_CHUNK, entry_from_row
+from backend.server.rows import VERSION_COLUMNS, VISIBLE_CHUNK, entry_from_row
 
 T = TypeVar("T")
 
-WRITE_ROLES = ("owner", "editor")
 ALL = 1 << 62
 """A ``LIMIT`` of no consequence (SQLite's -1 and PostgreSQL's NULL do not agree)."""
 
@@ -125,14 +125,6 @@ class MetadataStore:
 
     # --- namespaces ------------------------------------------------------------------
 
-    @staticmethod
-    def _role(tx: Tx, user_id: int, ns: int) -> str:
-        rows = tx.execute("SELECT role FROM members WHERE ns = ? AND user_id = ?", (ns, user_id))
-        if not rows:
-            # The same answer whether the namespace exists or not: no probing.
-            raise NotFound(f"no namespace {ns}")
-        return str(rows[0][0])
-
     async def namespaces(self, user_id: int) -> list[dict[str, Any]]:
         rows = await self._read(
             lambda tx: tx.execute(
@@ -145,131 +137,54 @@ class MetadataStore:
 
     async def head(self, user_id: int, ns: int) -> int:
         def work(tx: Tx) -> int:
-            self._role(tx, user_id, ns)
+            journal.role(tx, user_id, ns)
             return int(tx.execute("SELECT seq FROM namespaces WHERE id = ?", (ns,))[0][0])
 
         return await self._read(work)
 
     async def commit(self, user_id: int, device: str, ns: int, ops: object) -> dict[str, Any]:
-        """Apply a batch atomically; a batch seen before answers its first result."""
+        """Apply a batch atomically; a batch seen before answers its first results. On
+        the user's root namespace the batch may reach into their shared folders
+        (``backend.server.mounts``); ``namespaces`` names those it advanced."""
         checked = validate_ops(ops)
-        op_ids = [op["op_id"] for op in checked]
+        now = int(time.time())
 
         def work(tx: Tx) -> dict[str, Any]:
-            role = self._role(tx, user_id, ns)
-            if role not in WRITE_ROLES:
-                raise Forbidden("this folder is shared with you read-only")
-            head = tx.lock_namespace(ns)
-            assert head is not None  # a member row implies the namespace
-            marks = ",".join("?" * len(op_ids))
-            done = tx.execute(
-                f"SELECT op_id, seq, result FROM applied_ops WHERE ns = ? AND op_id IN ({marks})",
-                (ns, *op_ids),
-            )
-            if done:
-                if len(done) != len(op_ids):
-                    raise BadRequest("some operation ids of this commit were used before")
-                earlier = {r[0]: p.decode(bytes(r[2])) for r in done}
-                return {
-                    "seq": max(int(r[1]) for r in done),
-                    "head": head,
-                    "results": [earlier[i] for i in op_ids],
-                    "replayed": True,
-                }
-            ctx = CommitContext(tx, ns, user_id, device, int(time.time()), head)
-            results = apply_commit(ctx, checked)
-            quota.charge_commit(tx, ns, ctx.referenced)
-            for op_id, result in zip(op_ids, results, strict=True):
-                tx.execute(
-                    "INSERT INTO applied_ops (ns, op_id, seq, result) VALUES (?, ?, ?, ?)",
-                    (ns, op_id, ctx.seq, p.encode(result)),
-                )
-            tx.execute("UPDATE namespaces SET seq = ? WHERE id = ?", (ctx.seq, ns))
-            tx.notify(ns, ctx.seq)
-            return {"seq": ctx.seq, "head": ctx.seq, "results": results}
+            return mounts.commit(tx, mounts.tree_for(tx, user_id, ns), user_id, device,
+                                 checked, now)
 
         return await self._run(work)
 
     async def changes(
-        self, user_id: int, ns: int, since: int, limit: int
-    ) -> tuple[int, list[dict[str, Any]]]:
-        """The journal after ``since``: ``(head, [entry records with 'deleted'])``."""
-
-        def work(tx: Tx) -> tuple[int, list[dict[str, Any]]]:
-            self._role(tx, user_id, ns)
-            head = int(tx.execute("SELECT seq FROM namespaces WHERE id = ?", (ns,))[0][0])
-            rows = tx.execute(
-                f"SELECT {VERSION_COLUMNS} FROM versions WHERE ns = ? AND seq > ?"
-                " ORDER BY seq LIMIT ?",
-                (ns, since, limit),
-            )
-            return head, [entry_from_row(r) for r in rows]
-
-        return await self._read(work)
+        self, user_id: int, ns: int, since: cursor.Position, limit: int
+    ) -> mounts.Feed:
+        """The journal after ``since`` (``backend.cursor``): entry records with
+        ``deleted``, or a reset if retention thinned it past ``since``."""
+        return await self._read(
+            lambda tx: mounts.changes(tx, mounts.tree_for(tx, user_id, ns), since, limit)
+        )
 
     async def horizon(self, ns: int) -> int:
         """The sequence before which retention thinned the journal (0: it is whole)."""
-        rows = await self._read(
-            lambda tx: tx.execute("SELECT seq FROM horizons WHERE ns = ?", (ns,))
-        )
-        return int(rows[0][0]) if rows else 0
+        return await self._read(lambda tx: mounts.horizon(tx, ns))
 
     async def tree(
-        self, user_id: int, ns: int, at: int | None, after: str = "", limit: int = ALL
-    ) -> tuple[int, list[dict[str, Any]]]:
-        """Every live entry, now or as it was at journal sequence ``at``; by id, those
-        after the id ``after``, at most ``limit`` (and the root, after none)."""
-
-        def work(tx: Tx) -> tuple[int, list[dict[str, Any]]]:
-            self._role(tx, user_id, ns)
-            head = int(tx.execute("SELECT seq FROM namespaces WHERE id = ?", (ns,))[0][0])
-            if at is None or at >= head:
-                rows = tx.execute(
-                    f"SELECT {ENTRY_COLUMNS} FROM entries WHERE ns = ? AND id > ?"
-                    " ORDER BY id LIMIT ?",
-                    (ns, after, limit),
-                )
-                return head, [entry_from_row(r) for r in rows]
-            root = tx.execute(
-                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE ns = ? AND id = ?", (ns, p.ROOT_ID)
-            )
-            rows = tx.execute(
-                f"SELECT {VERSION_COLUMNS} FROM versions v WHERE v.ns = ? AND v.seq = ("
-                " SELECT MAX(w.seq) FROM versions w WHERE w.ns = v.ns AND w.id = v.id"
-                " AND w.seq <= ?) AND v.deleted = 0 AND v.id > ? ORDER BY v.id LIMIT ?",
-                (ns, at, max(after, p.ROOT_ID), limit),
-            )
-            first = [] if after else [entry_from_row(root[0])]
-            entries = first + [entry_from_row(r) for r in rows]
-            for entry in entries:
-                entry.pop("deleted", None)
-            return at, entries
-
-        return await self._read(work)
+        self, user_id: int, ns: int, at: cursor.Position | None, after: str = "",
+        limit: int = ALL,
+    ) -> tuple[cursor.Position, list[dict[str, Any]], str | None]:
+        """A page of every live entry, now or as it was at ``at``: ``(position,
+        entries, next)`` (``backend.server.mounts.page``)."""
+        return await self._read(
+            lambda tx: mounts.page(tx, mounts.tree_for(tx, user_id, ns), at, after, limit)
+        )
 
     async def lookup(
         self, user_id: int, ns: int, path: list[str], with_children: bool
     ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
         """The live entry at ``path`` (and its children, for a directory)."""
-
-        def work(tx: Tx) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-            self._role(tx, user_id, ns)
-            ctx = CommitContext(tx, ns, user_id, "", 0, 0)
-            entry = ctx.entry(p.ROOT_ID)
-            assert entry is not None  # every namespace has its root
-            for depth, name in enumerate(path):
-                if entry["kind"] != "dir":
-                    raise NotFound(f"{p.join_path(path[:depth])}: not a directory")
-                found = ctx.child(entry["id"], name)
-                if found is None:
-                    raise NotFound(f"{p.join_path(path[: depth + 1])}: no such file or directory")
-                entry = found
-            children = (
-                ctx.children(entry["id"]) if with_children and entry["kind"] == "dir" else None
-            )
-            return entry, children
-
-        return await self._read(work)
+        return await self._read(
+            lambda tx: mounts.lookup(tx, mounts.tree_for(tx, user_id, ns), path, with_children)
+        )
 
     async def versions(
         self, user_id: int, ns: int, entry_id: str, after: int = 0, limit: int = ALL
@@ -278,7 +193,7 @@ class MetadataStore:
         at most ``limit``, with their commit times."""
 
         def work(tx: Tx) -> list[dict[str, Any]]:
-            self._role(tx, user_id, ns)
+            journal.role(tx, user_id, ns)
             rows = tx.execute(
                 f"SELECT {VERSION_COLUMNS}, device, committed FROM versions"
                 " WHERE ns = ? AND id = ? AND seq > ? ORDER BY seq LIMIT ?",
@@ -297,7 +212,7 @@ class MetadataStore:
         """A read of the namespace's past (``backend.server.history``) by a member."""
 
         def work(tx: Tx) -> T:
-            self._role(tx, user_id, ns)
+            journal.role(tx, user_id, ns)
             return fn(tx)
 
         return await self._read(work)
@@ -306,7 +221,7 @@ class MetadataStore:
         """A change to the namespace's snapshots, by a member who may write."""
 
         def work(tx: Tx) -> T:
-            if self._role(tx, user_id, ns) not in WRITE_ROLES:
+            if journal.role(tx, user_id, ns) not in journal.WRITE_ROLES:
                 raise Forbidden("read-only access to this namespace")
             return fn(tx)
 

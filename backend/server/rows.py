@@ -33,7 +33,7 @@ def entry_from_row(row: Row) -> dict[str, Any]:
     }
     if row[3] == "file":
         record["blocks"] = [list(b) for b in p.decode(bytes(row[8]))] if row[8] else []
-    if row[3] == "symlink":
+    if row[3] in ("symlink", "mount"):
         record["target"] = row[9]
     if len(row) > 10:
         record["deleted"] = bool(row[10])
