@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from backend import protocol as p
+from backend.cursor import Position
 from backend.errors import HashMismatch, LoftError, ServerUnavailable, from_wire
 from backend.retry import INITIAL, Backoff
 
@@ -192,7 +193,7 @@ class Client:
         return result
 
     async def changes(
-        self, ns: int, since: int, wait: float = 0, limit: int = 1000
+        self, ns: int, since: Position, wait: float = 0, limit: int = 1000
     ) -> dict[str, Any]:
         params = {"since": since, "wait": int(wait), "limit": limit}
         result: dict[str, Any] = await self.call(
@@ -200,9 +201,10 @@ class Client:
         )
         return result
 
-    async def tree(self, ns: int, at: int | None = None) -> dict[str, Any]:
+    async def tree(self, ns: int, at: Position | None = None) -> dict[str, Any]:
         """``{seq, entries}``: the whole tree at ``at`` (default: the head), ordered by
-        folder and name, read page by page at the ``seq`` of the first page."""
+        folder and name, read page by page at the ``seq`` of the first page (a feed
+        position on the user's root namespace, ``backend.cursor``)."""
         params: dict[str, Any] = {"at": at} if at is not None else {}
         answer = await self.call("GET", f"/ns/{ns}/tree", params=params)
         entries: list[dict[str, Any]] = answer["entries"]
@@ -212,6 +214,25 @@ class Client:
             entries += answer["entries"]
         entries.sort(key=lambda e: (e["parent"], e["name"]))
         return {"seq": answer["seq"], "entries": entries}
+
+    async def shares(self) -> list[dict[str, Any]]:
+        """The shared folders in this user's tree (``backend.server.shares_api``)."""
+        answer = await self.call("GET", "/shares")
+        return list(answer["shares"])
+
+    async def share(self, path: str, user: str, role: str) -> dict[str, Any]:
+        body = {"path": path, "user": user, "role": role}
+        result: dict[str, Any] = await self.call("POST", "/shares", body=body)
+        return result
+
+    async def unshare(self, path: str, user: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"path": path} if user is None else {"path": path, "user": user}
+        result: dict[str, Any] = await self.call("POST", "/shares/remove", body=body)
+        return result
+
+    async def leave(self, path: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("POST", "/shares/leave", body={"path": path})
+        return result
 
     async def lookup(self, ns: int, path: str, children: bool = False) -> dict[str, Any]:
         params = {"path": path, "children": "1" if children else "0"}

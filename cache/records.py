@@ -34,7 +34,8 @@ local change, as the user made it, with what it was based on:
                         first (where to go if that folder is deleted elsewhere)
     time   float        unix time of the change (names its conflicted copies)
     tries  int          how often the server refused it after re-planning
-    acked  int|null     the server's sequence once the commit holding it was
+    acked  int|str|null the server's position (``backend.cursor``) once the commit
+                        holding it was
                         acknowledged; the record is dropped when the changes feed
                         passes it
     effect list         once acked: ``[[wire op, rev], ...]``, exactly what the
@@ -56,6 +57,8 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
+from backend.cursor import Position
+
 PENDING = -1
 """The ``rev`` of a view entry whose latest change the server has not acknowledged."""
 
@@ -71,6 +74,8 @@ class Entry(TypedDict):
     mtime: int
     blocks: NotRequired[list[list[Any]]]
     target: NotRequired[str]
+    share: NotRequired[int]
+    role: NotRequired[str]
 
 
 WireOp = dict[str, Any]
@@ -84,7 +89,7 @@ class Record(TypedDict):
     anc: list[str]
     time: float
     tries: int
-    acked: int | None
+    acked: Position | None
     effect: list[list[Any]]
 
 

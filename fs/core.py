@@ -150,9 +150,29 @@ class MountCore:
         return p.validate_name(os.fsdecode(raw))
 
     def _writable(self, *inodes: int) -> None:
-        """Nothing under ``.versions`` changes: ``EROFS``."""
+        """Nothing under ``.versions`` changes (``EROFS``), nor in a folder shared with
+        this user read-only (``EACCES``, at once: never queued to be refused later)."""
         if any(self.past.owns(ino) for ino in inodes):
             raise fail(errno.EROFS)
+        with self.cache.read() as txn:
+            for ino in inodes:
+                entry_id = self.cache.entry_id(txn, ino)
+                share = self._share(txn, entry_id) if entry_id else None
+                if share is not None and share.get("role") == "viewer":
+                    raise fail(errno.EACCES)
+
+    def _share_id(self, txn: Txn, entry_id: str) -> str | None:
+        share = self._share(txn, entry_id)
+        return None if share is None else share["id"]
+
+    def _share(self, txn: Txn, entry_id: str) -> Entry | None:
+        """The shared folder holding ``entry_id`` (itself, if it is one), or None: a
+        move between two of them (or a shared folder and the rest) is ``EXDEV``."""
+        for current in (entry_id, *self.view.ancestors(txn, entry_id)):
+            entry = self.view.get(txn, current)
+            if entry is not None and "share" in entry:
+                return entry
+        return None
 
     # --- ``.versions`` (``fs.history``) --------------------------------------------------
 

@@ -107,6 +107,7 @@ class FileHandlers(MountCore):
         if entry["kind"] == "dir":
             raise fail(errno.EISDIR)
         if writable:
+            self._writable(inode)
             async with self.stager.lock(entry["id"]):
                 await self.stager.stage(await self._current(entry), bool(flags & os.O_TRUNC))
         fh = self._handle(entry, inode, writable)

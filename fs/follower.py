@@ -16,6 +16,7 @@ from collections.abc import Callable
 import trio
 
 from backend.client import Client
+from backend.cursor import reached
 from backend.errors import LoftError
 from backend.retry import Backoff
 from cache.env import Writer
@@ -48,7 +49,7 @@ class Follower:
         """A device's first sight of the tree: the whole of it at the head, in one go.
         The cursor is the head the tree was read at, even 0 (an empty namespace)."""
         answer = await self.client.tree(self.ns)
-        entries, seq = answer["entries"], int(answer["seq"])
+        entries, seq = answer["entries"], answer["seq"]
         self.sink(await self.writer.write(lambda txn: self.replica.bootstrap(txn, entries, seq)))
         self.link.up()
 
@@ -58,13 +59,13 @@ class Follower:
         if cursor_now is None:
             await self.bootstrap()
             return False
-        since = int(cursor_now)
-        answer = await self.client.changes(self.ns, int(since), wait=wait, limit=PAGE)
+        since = cursor_now
+        answer = await self.client.changes(self.ns, since, wait=wait, limit=PAGE)
         if answer.get("reset"):  # retention thinned the feed past our cursor
             await self.bootstrap()
             return False
         self.link.up()
-        changes, cursor = answer["changes"], int(answer["cursor"])
+        changes, cursor = answer["changes"], answer["cursor"]
         if changes or cursor != since:
             async with self._lock:
                 applied = await self.writer.write(
@@ -72,7 +73,7 @@ class Follower:
                 )
             if applied:
                 self.sink(applied)
-        return cursor < int(answer["head"])
+        return not reached(cursor, answer["head"])
 
     async def catch_up(self) -> None:
         """Apply everything the server has now (no waiting for more)."""

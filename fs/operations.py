@@ -197,6 +197,8 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
                 raise fail(errno.ENOTDIR)
             if not want_dir and entry["kind"] == "dir":
                 raise fail(errno.EISDIR)
+            if "share" in entry:  # leaving is ``loft leave``: never a side effect of rm
+                raise fail(errno.EPERM)
             if want_dir and self.view.has_children(txn, entry["id"]):
                 raise fail(errno.ENOTEMPTY)
             self.view.drop(txn, entry["id"])
@@ -231,6 +233,8 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
                 txn, folder["id"]
             ):
                 raise fail(errno.EINVAL)
+            if self._share_id(txn, source["parent"]) != self._share_id(txn, folder["id"]):
+                raise fail(errno.EXDEV)  # another namespace: programs copy instead
             target_id = self.view.child(txn, folder["id"], new)
             if target_id == source["id"]:
                 return None
@@ -241,6 +245,8 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
                     raise fail(errno.EEXIST)
                 victim = self.view.get(txn, target_id)
                 assert victim is not None
+                if "share" in victim:
+                    raise fail(errno.EPERM)
                 if source["kind"] == "dir" and victim["kind"] != "dir":
                     raise fail(errno.ENOTDIR)
                 if source["kind"] != "dir" and victim["kind"] == "dir":

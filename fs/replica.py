@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend import protocol as p
+from backend.cursor import Position, reached
 from cache.env import Txn
 from cache.records import (
     PENDING,
@@ -155,7 +156,7 @@ class Replica:
     # --- remote changes --------------------------------------------------------------
 
     def apply_feed(
-        self, txn: Txn, since: int, changes: list[Entry], cursor: int
+        self, txn: Txn, since: Position, changes: list[Entry], cursor: Position
     ) -> list[ViewChange] | None:
         """Apply a page of the changes feed read from ``since``; None if the cursor
         moved meanwhile (another reader applied it: this page is stale)."""
@@ -166,7 +167,9 @@ class Replica:
         for change in changes:
             record: dict[str, Any] = dict(change)
             if record.pop("deleted", False):
-                self.cache.remote.drop(txn, record["id"])
+                gone = self.cache.remote.drop(txn, record["id"])
+                if gone is not None and "share" in gone:  # unshared or left: all of it
+                    dirty |= self._drop_below(txn, record["id"])
                 echo = echo and self.cache.view.get(txn, record["id"]) is None
             else:
                 self.cache.remote.put(txn, record)  # type: ignore[arg-type]
@@ -182,7 +185,18 @@ class Replica:
         # they hid or moved (a victim, a name the server gave another way) shows again.
         return self.refresh(txn, dirty | echoed)
 
-    def bootstrap(self, txn: Txn, entries: list[Entry], seq: int) -> list[ViewChange]:
+    def _drop_below(self, txn: Txn, folder: str) -> set[str]:
+        """Drop everything below ``folder`` from the remote tree; the ids dropped."""
+        gone: set[str] = set()
+        todo = [folder]
+        while todo:
+            for _, child in list(self.cache.remote.children(txn, todo.pop())):
+                self.cache.remote.drop(txn, child)
+                gone.add(child)
+                todo.append(child)
+        return gone
+
+    def bootstrap(self, txn: Txn, entries: list[Entry], seq: Position) -> list[ViewChange]:
         """The whole remote tree at ``seq``, replacing what the device knew."""
         remote = self.cache.remote
         dirty = {entry["id"] for entry in remote.all(txn)}
@@ -200,10 +214,10 @@ class Replica:
         dirty |= self._drop_echoed(txn, seq)
         return self.refresh(txn, dirty)
 
-    def _drop_echoed(self, txn: Txn, cursor: int) -> set[str]:
+    def _drop_echoed(self, txn: Txn, cursor: Position) -> set[str]:
         dirty: set[str] = set()
         for seq, record in list(self.cache.journal.records(txn)):
-            if record["acked"] is not None and record["acked"] <= cursor:
+            if record["acked"] is not None and reached(cursor, record["acked"]):
                 self.cache.journal.drop(txn, seq)
                 dirty |= touched(record)
         return dirty
@@ -329,7 +343,7 @@ class Replica:
                     place = (asked["parent"], asked["name"])
                     if (sent["parent"], sent["name"]) != place:
                         moved[sent["entry"]] = (place, sent)
-            record["acked"] = int(answer["seq"])
+            record["acked"] = answer["seq"]
             record["effect"] = [[batch["ops"][i], int(results[i]["rev"])] for i in indices]
             self.cache.journal.put(txn, seq, record)
         if batch["aliases"] or moved:

@@ -32,7 +32,7 @@ from backend.private import private_dir, restrict_umask
 from backend.protocol import validate_device_name
 from backend.server.limits import Limits
 from backend.text import PrintableFormatter, printable
-from tools import devicecmds, fsckcmds, gccmds, historycmds, mountcmds, usercmds
+from tools import devicecmds, fsckcmds, gccmds, historycmds, mountcmds, sharecmds, usercmds
 from tools.home import Device, home_dir, load_device, save_device, server_url
 from tools.workspace import RemoteWorkspace
 
@@ -222,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     gccmds.register(command, _server_store_args)
     historycmds.add_commands(commands)
     devicecmds.add_commands(command)
+    sharecmds.add_commands(command)
 
     sub = command(
         "fsck",

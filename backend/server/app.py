@@ -46,6 +46,11 @@ POST /v1/ns/{ns}/snapshots {name, [path]}   {snapshot}: the head, kept whatever 
 DELETE /v1/ns/{ns}/snapshots/{name}         {}
 =========================================== ===========================================
 
+The routes on a user's root namespace answer for their whole tree, shared folders
+included (``backend.server.mounts``): ``since``, ``cursor``, ``head``, ``at`` and a
+commit's ``seq`` are then feed positions (``backend.cursor``), plain integers while
+nothing is shared. The routes of sharing are in ``backend.server.shares_api``.
+
 Every failure is answered in one place, ``backend.server.http.answer_errors``; the
 routes of the past are in ``backend.server.history_api``, those of accounts (login,
 logout, devices) in ``backend.server.accounts_api``.
@@ -70,7 +75,7 @@ from backend.errors import (
     NotFound,
     StoreError,
 )
-from backend.server import accounts_api, history_api, quota
+from backend.server import accounts_api, history_api, quota, shares_api
 from backend.server.blocks import unseal
 from backend.server.http import (
     Caller,
@@ -272,6 +277,10 @@ def create_app(state: ServerState) -> Starlette:
             Route(f"{v}/devices", accounts_api.devices, methods=["GET"]),
             Route(f"{v}/devices/revoke", accounts_api.revoke, methods=["POST"]),
             Route(f"{v}/whoami", whoami, methods=["GET"]),
+            Route(f"{v}/shares", shares_api.listing, methods=["GET"]),
+            Route(f"{v}/shares", shares_api.share, methods=["POST"]),
+            Route(f"{v}/shares/remove", shares_api.unshare, methods=["POST"]),
+            Route(f"{v}/shares/leave", shares_api.leave, methods=["POST"]),
             Route(f"{v}/chunks/missing", missing_chunks, methods=["POST"]),
             Route(f"{v}/chunks", put_chunks, methods=["POST"]),
             Route(f"{v}/chunks/{{cid}}", put_chunk, methods=["PUT"]),

@@ -119,6 +119,10 @@ class MetadataStore:
             await self._run(lambda tx: accounts.renew(tx, hashed, found.ttl, now))
         return found.user_id, found.user, found.device, found.root_ns
 
+    async def sharing(self, fn: Callable[[Tx], T], write: bool = True) -> T:
+        """A read or change of shared folders (``backend.server.shares``)."""
+        return await self._run(fn, write)
+
     async def account_tx(self, fn: Callable[[Tx], T], write: bool = True) -> T:
         """A read or change of users and tokens (``backend.server.accounts``)."""
         return await self._run(fn, write)

@@ -176,7 +176,8 @@ def changes(tx: Tx, tree: Tree, since: cursor.Position, limit: int) -> Feed:
             " ORDER BY seq LIMIT ?",
             (ns, have[key], limit),
         )
-        records += tree.present_all(ns, (entry_from_row(r) for r in rows))
+        # ``deleted`` = 2: moved into a shared folder (``shares``), alive below its mount.
+        records += tree.present_all(ns, (entry_from_row(r) for r in rows if r[10] != 2))
         now[key] = int(rows[-1][4]) if rows else have[key]
     # A namespace in ``have`` the user no longer sees just leaves the position: the end
     # of its mount (in the root's journal) tells the device to drop what was in it.
