@@ -81,6 +81,17 @@ class Tree:
         txn.delete(entry_id.encode(), db=self.entries)
         return old
 
+    def drop_below(self, txn: Txn, folder: str) -> set[str]:
+        """Drop everything below ``folder``; the ids dropped."""
+        gone: set[str] = set()
+        todo = [folder]
+        while todo:
+            for _, child in list(self.children(txn, todo.pop())):
+                self.drop(txn, child)
+                gone.add(child)
+                todo.append(child)
+        return gone
+
     def _unname(self, txn: Txn, entry: Entry) -> None:
         key = child_key(entry["parent"], entry["name"])
         if txn.get(key, db=self.names) == entry["id"].encode():

@@ -169,7 +169,7 @@ class Replica:
             if record.pop("deleted", False):
                 gone = self.cache.remote.drop(txn, record["id"])
                 if gone is not None and "share" in gone:  # unshared or left: all of it
-                    dirty |= self._drop_below(txn, record["id"])
+                    dirty |= self.cache.remote.drop_below(txn, record["id"])
                 echo = echo and self.cache.view.get(txn, record["id"]) is None
             else:
                 self.cache.remote.put(txn, record)  # type: ignore[arg-type]
@@ -184,17 +184,6 @@ class Replica:
         # The records the feed echoed no longer lay anything over the remote tree: what
         # they hid or moved (a victim, a name the server gave another way) shows again.
         return self.refresh(txn, dirty | echoed)
-
-    def _drop_below(self, txn: Txn, folder: str) -> set[str]:
-        """Drop everything below ``folder`` from the remote tree; the ids dropped."""
-        gone: set[str] = set()
-        todo = [folder]
-        while todo:
-            for _, child in list(self.cache.remote.children(txn, todo.pop())):
-                self.cache.remote.drop(txn, child)
-                gone.add(child)
-                todo.append(child)
-        return gone
 
     def bootstrap(self, txn: Txn, entries: list[Entry], seq: Position) -> list[ViewChange]:
         """The whole remote tree at ``seq``, replacing what the device knew."""

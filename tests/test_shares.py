@@ -68,6 +68,10 @@ def test_a_shared_folder_syncs_both_ways_and_keeps_its_place(pair: Pair) -> None
     converge(pair.alice, pair.bob)
     assert (a / "proj" / "from-bob.txt").read_text() == "hello alice\n"
     assert (b / "proj" / "docs" / "plan.txt").read_text() == "v2\n"
+    # Every version of a file in the shared folder, from before the share too.
+    past = b / "proj" / "docs" / ".versions" / "plan.txt"
+    wait_for(lambda: len(os.listdir(past)) == 2, SYNC, "both versions under .versions")
+    assert sorted((past / v).read_text() for v in os.listdir(past)) == ["v1\n", "v2\n"]
     # Bob moves it within his own tree: only for him.
     (b / "shared").mkdir()
     (b / "proj").rename(b / "shared" / "proj")

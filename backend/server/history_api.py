@@ -1,6 +1,13 @@
 """The routes of a namespace's past (``backend.server.history``): the state at a
 sequence or instant, every version at a name, the days and instants with commits,
-and snapshots. Listed in ``backend.server.app``'s route table."""
+and snapshots. Listed in ``backend.server.app``'s route table.
+
+On a user's root namespace, a question about an entry or folder inside a shared
+folder (``past`` by ``entry``, ``place``) is answered from that folder's namespace
+(``backend.server.mounts.locate``), its sequences included, so ``dir/.versions/``
+works inside shared folders. Whole-tree views of the root (``past`` by path, days,
+instants) show a shared folder as its mount, without its content.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from starlette.responses import Response
 
 from backend import protocol as p
 from backend.errors import BadRequest, NotFound
-from backend.server import history
+from backend.server import history, mounts
 from backend.server.database import Tx
 from backend.server.http import (
     Caller,
@@ -42,21 +49,26 @@ async def past(request: Request, caller: Caller) -> Response:
     with_children = q.get("children") == "1"
 
     def work(tx: Tx) -> dict[str, Any]:
-        seq = history.seq_at(tx, ns, when) if when is not None else min(
-            at or 0, int(tx.execute("SELECT seq FROM namespaces WHERE id = ?", (ns,))[0][0])
+        tree = mounts.tree_for(tx, caller.user_id, ns)
+        where, local = mounts.locate(tx, tree, entry_id) if entry_id else (ns, None)
+        if local == p.ROOT_ID and entry_id != p.ROOT_ID and checked_name is None:
+            where, local = ns, entry_id  # the mount itself, as the root's past has it
+        seq = history.seq_at(tx, where, when) if when is not None else min(
+            at or 0, int(tx.execute("SELECT seq FROM namespaces WHERE id = ?", (where,))[0][0])
         )
-        if entry_id is None:
-            entry: dict[str, Any] | None = history.path_at(tx, ns, path, seq)
+        if local is None:
+            entry: dict[str, Any] | None = history.path_at(tx, where, path, seq)
         elif checked_name is None:
-            entry = history.entry_at(tx, ns, entry_id, seq)
+            entry = history.entry_at(tx, where, local, seq)
         else:
-            entry = history.child_at(tx, ns, entry_id, checked_name, seq)
+            entry = history.child_at(tx, where, local, checked_name, seq)
         if entry is None:
             raise NotFound("not there at that time")
-        children = (history.children_at(tx, ns, entry["id"], seq)
+        children = (history.children_at(tx, where, entry["id"], seq)
                     if with_children and entry["kind"] == "dir" else None)
-        return {"seq": seq, "time": history.time_of(tx, ns, seq), "entry": entry,
-                "children": children}
+        return {"seq": seq, "time": history.time_of(tx, where, seq),
+                "entry": tree.present(where, entry) or entry,
+                "children": None if children is None else tree.present_all(where, children)}
 
     return cbor(await state_of(request).metadata.past(caller.user_id, ns, work))
 
@@ -67,14 +79,17 @@ async def place(request: Request, caller: Caller) -> Response:
     if not p.is_entry_id(parent):
         raise BadRequest("'parent' must be an entry id")
     ns, store = ns_param(request), state_of(request).metadata
-    if "name" not in request.query_params:
-        found = await store.past(caller.user_id, ns, lambda tx: history.names(tx, ns, parent))
-        return cbor({"names": found})
-    name = p.validate_name(request.query_params.get("name"))
-    versions = await store.past(
-        caller.user_id, ns, lambda tx: history.place(tx, ns, parent, name)
-    )
-    return cbor({"versions": versions})
+    name = (p.validate_name(request.query_params.get("name"))
+            if "name" in request.query_params else None)
+
+    def work(tx: Tx) -> dict[str, Any]:
+        tree = mounts.tree_for(tx, caller.user_id, ns)
+        where, local = mounts.locate(tx, tree, parent)
+        if name is None:
+            return {"names": history.names(tx, where, local)}
+        return {"versions": tree.present_all(where, history.place(tx, where, local, name))}
+
+    return cbor(await store.past(caller.user_id, ns, work))
 
 
 @authenticated

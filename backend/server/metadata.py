@@ -197,15 +197,18 @@ class MetadataStore:
         at most ``limit``, with their commit times."""
 
         def work(tx: Tx) -> list[dict[str, Any]]:
-            journal.role(tx, user_id, ns)
+            tree = mounts.tree_for(tx, user_id, ns)
+            where, local = mounts.locate(tx, tree, entry_id)
+            if local != entry_id:  # a mount: its own versions, in the root's journal
+                where, local = ns, entry_id
             rows = tx.execute(
                 f"SELECT {VERSION_COLUMNS}, device, committed FROM versions"
                 " WHERE ns = ? AND id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (ns, entry_id, after, limit),
+                (where, local, after, limit),
             )
             out = []
             for r in rows:
-                record = entry_from_row(r[:11])
+                record = tree.present(where, entry_from_row(r[:11])) or {}
                 record["device"], record["committed"] = r[11], int(r[12])
                 out.append(record)
             return out

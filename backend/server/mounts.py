@@ -93,6 +93,20 @@ def tree_for(tx: Tx, user_id: int, ns: int) -> Tree:
     return tree_of(tx, user_id, ns) if rows and int(rows[0][0]) == ns else Tree(ns, [])
 
 
+def locate(tx: Tx, tree: Tree, entry_id: str) -> tuple[int, str]:
+    """Where the past of ``entry_id`` (live or not) lives: ``(namespace, id there)``;
+    a mount's id names its namespace's root (a question about what it holds)."""
+    mount = tree.by_entry.get(entry_id)
+    if mount is not None:
+        return mount.ns, p.ROOT_ID
+    if not tree.mounts or entry_id == p.ROOT_ID:
+        return tree.root, entry_id
+    for ns in sorted(tree.by_ns):
+        if tx.execute("SELECT 1 FROM versions WHERE ns = ? AND id = ? LIMIT 1", (ns, entry_id)):
+            return ns, entry_id
+    return tree.root, entry_id
+
+
 def tree_of(tx: Tx, user_id: int, root: int) -> Tree:
     rows = tx.execute(
         "SELECT id, target FROM entries WHERE ns = ? AND kind = 'mount'", (root,)
