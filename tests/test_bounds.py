@@ -177,6 +177,20 @@ def test_depth_is_bounded_and_deep_trees_delete(bounded: Server, token: tuple[st
               "parent": chain[-2], "name": "loop"}
     answer = _post(bounded, f"/ns/{ns}/commit", cbor2.dumps({"ops": [rename]}), tok)
     assert answer.status_code == 400
+    # A folder whose subfolders would end up below the limit does not move there.
+    top, inner = p.new_id(), p.new_id()
+    made = _post(bounded, f"/ns/{ns}/commit", cbor2.dumps({"ops": [
+        _mkdir(p.ROOT_ID, "tall", top), _mkdir(top, "inner", inner)]}), tok)
+    assert made.status_code == 200, made.content[:300]
+    top_rev = cbor2.loads(made.content)["results"][0]["rev"]
+    head = _post(bounded, f"/ns/{ns}/commit", cbor2.dumps({"ops": [_mkdir(
+        p.ROOT_ID, "probe", p.new_id())]}), tok)
+    for parent, status in ((chain[-4], 400), (chain[-5], 200)):  # chain[-1] was refused
+        move = {"op": "rename", "op_id": p.new_id(), "entry": top, "base": top_rev,
+                "parent": parent, "name": "tall"}
+        answer = _post(bounded, f"/ns/{ns}/commit", cbor2.dumps({"ops": [move]}), tok)
+        assert answer.status_code == status, answer.content[:300]
+    assert cbor2.loads(answer.content)["seq"] == cbor2.loads(head.content)["seq"] + 1
     delete = {"op": "delete", "op_id": p.new_id(), "entry": chain[0], "base": rev,
               "recursive": True}
     answer = _post(bounded, f"/ns/{ns}/commit", cbor2.dumps({"ops": [delete]}), tok)

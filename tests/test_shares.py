@@ -188,3 +188,24 @@ def test_leaving_drops_the_folder_from_every_device_of_the_member(
         assert "nothing is shared" in second.run("shares").stdout
     finally:
         unmount_and_check([other])
+
+
+def test_a_conflict_between_two_users_keeps_both_edits(pair: Pair) -> None:
+    a, b = pair.alice.path, pair.bob.path
+    (a / "doc").mkdir()
+    (a / "doc" / "text.md").write_text("base\n")
+    drained(pair.alice)
+    pair.share("/doc")
+    wait_for(lambda: (b / "doc" / "text.md").exists(), SYNC, "the share on Bob's side")
+    pair.proxy.cut()
+    (b / "doc" / "text.md").write_text("bob's edit\n")
+    (a / "doc" / "text.md").write_text("alice's edit\n")
+    drained(pair.alice)
+    pair.proxy.restore()
+    converge(pair.alice, pair.bob)
+    names = sorted(os.listdir(a / "doc"))
+    assert len(names) == 2, names
+    copy = next(n for n in names if n != "text.md")
+    assert copy.startswith("text (conflicted copy from b1 "), copy
+    assert (a / "doc" / "text.md").read_text() == "alice's edit\n"
+    assert (a / "doc" / copy).read_text() == "bob's edit\n"

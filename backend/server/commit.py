@@ -4,14 +4,14 @@
 namespace. Every operation is checked against the live tree (compare-and-swap on
 the entry's ``rev``), then writes the new entry state to ``entries`` and appends it
 to ``versions`` under the next journal sequence. If any operation fails, the error
-propagates, the transaction rolls back, and nothing of the batch remains: a commit is
-wholly present or wholly absent.
+propagates and the transaction rolls back: a commit is wholly present or absent.
 
 A commit holds the namespace's writer (on SQLite, every namespace's), so its work is
-bounded: nothing is created or moved below ``protocol.MAX_DEPTH`` folders, a folder's
-ancestors are read in one recursive query (remembered within the commit until a folder
-moves), and the rows a commit walks and writes are counted against ``MAX_COMMIT_WORK``;
-beyond it the commit is refused (``TooLarge``, nothing applied) and is to be split.
+bounded: nothing is created or moved below ``protocol.MAX_DEPTH`` folders (a moved
+folder's subfolders included), a folder's ancestors are read in one recursive query
+(kept within the commit until a folder moves), and the rows a commit walks and writes
+are counted against ``MAX_COMMIT_WORK``; beyond it the commit is refused
+(``TooLarge``, nothing applied) and is to be split.
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ _ANCESTORS = """
         SELECT e.id, e.parent, up.depth + 1 FROM entries e JOIN up ON e.id = up.parent
         WHERE e.ns = ? AND up.depth < ?
     ) SELECT id FROM up ORDER BY depth
+"""
+
+_BELOW = """
+    WITH RECURSIVE down(id, depth) AS (
+        SELECT id, 1 FROM entries WHERE ns = ? AND parent = ? AND kind = 'dir'
+        UNION ALL SELECT e.id, down.depth + 1 FROM entries e JOIN down ON e.parent = down.id
+        WHERE e.ns = ? AND e.kind = 'dir' AND down.depth < ?
+    ) SELECT COUNT(*), COALESCE(MAX(depth), 0) FROM down
 """
 
 
@@ -93,6 +101,15 @@ class CommitContext:
             raise BadRequest(
                 f"{name}: too deep (folders nest at most {p.MAX_DEPTH} levels below the root)"
             )
+
+    def check_height(self, folder: dict[str, Any], depth: int) -> None:
+        """Refuse to move ``folder`` below ``depth`` folders if a folder in it would end
+        up below ``MAX_DEPTH``; walks its subfolders only, as far as the room left."""
+        room = p.MAX_DEPTH - depth - 1
+        walked, height = self.tx.execute(_BELOW, (self.ns, folder["id"], self.ns, room + 1))[0]
+        self.spend(int(walked))
+        if int(height) > room:
+            raise BadRequest(f"{folder['name']}: too deep there (at most {p.MAX_DEPTH} levels)")
 
     def entry(self, entry_id: str) -> dict[str, Any] | None:
         rows = self.tx.execute(
@@ -318,6 +335,8 @@ def op_rename(ctx: CommitContext, op: Mapping[str, Any]) -> dict[str, Any]:
     if entry["id"] in ctx.ancestors(parent):
         raise BadRequest(f"cannot move {entry['name']} inside itself")
     ctx.check_depth(parent, name)
+    if entry["kind"] == "dir" and parent["id"] != entry["parent"]:
+        ctx.check_height(entry, len(ctx.ancestors(parent)))
     taken = ctx.child(parent["id"], name)
     if taken is not None and taken["id"] != entry["id"]:
         replace = op.get("replace")
