@@ -21,6 +21,7 @@ from backend import protocol as p
 from backend.client import Client
 from backend.errors import BadRequest, MissingChunks
 from backend.server.blocks import BlockStore, open_block_store
+from backend.server.database import Tx
 from backend.server.gc import Report, collect, in_tx, named_chunks, thin
 from backend.server.main import open_database
 from backend.server.metadata import MetadataStore
@@ -393,3 +394,27 @@ def test_gc_refuses_a_bad_option_in_one_line(
     assert result.stderr.count("\n") == 1, result.stderr
     assert says in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+async def test_a_gc_pass_purges_tokens_that_expired_unseen(server: Server) -> None:
+    user = new_user(server)
+    client, _ = await login(server, user, "stale")
+    async with client:
+        await client.whoami()
+    mine = "SELECT id FROM users WHERE name = ?"
+
+    def expire(tx: Tx) -> None:
+        tx.execute(f"UPDATE tokens SET expires = ? WHERE user_id IN ({mine})",
+                   (int(time.time()) - 1, user))
+
+    def live(tx: Tx) -> int:
+        return int(tx.execute(f"SELECT COUNT(*) FROM tokens WHERE user_id IN ({mine})",
+                              (user,))[0][0])
+
+    async with opened(server.stores) as (metadata, blocks):
+        await in_tx(metadata, True, expire)
+        assert await in_tx(metadata, False, live) == 1
+        await collect(metadata, blocks, parse_policy("1d:all"), grace=0, dry_run=True)
+        assert await in_tx(metadata, False, live) == 1  # a dry run changes nothing
+        await collect(metadata, blocks, parse_policy("1d:all"), grace=0)
+        assert await in_tx(metadata, False, live) == 0

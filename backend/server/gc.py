@@ -46,7 +46,7 @@ import trio
 
 from backend import protocol as p
 from backend.errors import LoftError
-from backend.server import quota
+from backend.server import accounts, quota
 from backend.server.blocks import BlockStore, Stored
 from backend.server.database import Tx
 from backend.server.metadata import MetadataStore
@@ -218,6 +218,8 @@ async def collect(
     """One pass; ``now`` is retention's clock (the grace period always reads the real one)."""
     wall = int(time.time())
     report = Report(dry_run, safe_url(metadata.db.url), blocks.url)
+    if not dry_run:  # tokens no device presented or renewed in time
+        await in_tx(metadata, True, lambda tx: accounts.purge_expired(tx, wall))
     namespaces = await in_tx(
         metadata, False, lambda tx: [int(r[0]) for r in tx.execute("SELECT id FROM namespaces")]
     )
