@@ -235,8 +235,14 @@ class Client:
         return result
 
     async def lookup(self, ns: int, path: str, children: bool = False) -> dict[str, Any]:
+        """``{entry, children}`` at ``path``; the children read page by page."""
         params = {"path": path, "children": "1" if children else "0"}
         result: dict[str, Any] = await self.call("GET", f"/ns/{ns}/lookup", params=params)
+        while result.get("next"):
+            params["after"] = result["next"]
+            page = await self.call("GET", f"/ns/{ns}/lookup", params=params)
+            result["children"] += page["children"]
+            result["next"] = page["next"]
         return result
 
     async def versions(self, ns: int, entry: str) -> list[dict[str, Any]]:

@@ -1245,3 +1245,19 @@ async def test_unauthorized_is_raised_by_the_client_for_a_bad_token(server: Serv
     async with server.client("loft_" + os.urandom(16).hex()) as c:
         with pytest.raises(Unauthorized):
             await c.whoami()
+
+
+async def test_lookup_pages_a_large_folder_by_name(acct: Account) -> None:
+    ns = acct.root_ns
+    async with acct.client() as c:
+        names = [f"n{i:02d}" for i in range(7)]
+        await c.commit(ns, [mkdir(p.ROOT_ID, name) for name in reversed(names)])
+        first = await c.call("GET", f"/ns/{ns}/lookup",
+                             params={"path": "/", "children": "1", "limit": 3})
+        assert [e["name"] for e in first["children"]] == names[:3]
+        assert first["next"] == "n02"
+        last = await c.call("GET", f"/ns/{ns}/lookup", params={
+            "path": "/", "children": "1", "limit": 3, "after": "n05"})
+        assert ([e["name"] for e in last["children"]], last["next"]) == (["n06"], None)
+        whole = await c.lookup(ns, "/", children=True)  # the client reads every page
+        assert [e["name"] for e in whole["children"]] == names

@@ -38,6 +38,8 @@ from tests.devices import (
     login_device,
     mount,
     mount_line,
+    remote_names,
+    synced,
     write_random,
 )
 from tests.polling import fresh_status, pending, wait_for
@@ -413,3 +415,22 @@ def test_live_sync_between_two_mounts_over_postgres_and_s3(tmp_path: Path) -> No
         for m in mounts:
             unmount_strictly(m)
         server.stop()
+
+
+def test_a_revoked_device_stops_syncing_says_why_and_keeps_its_changes(  # type: ignore[no-untyped-def]
+    new_mount, tmp_path: Path
+) -> None:
+    mount = new_mount(name="lost")
+    (mount.path / "before.txt").write_text("synced\n")
+    synced(mount)
+    server = mount.device.server
+    admin = login_device(server, server.url, mount.device.user, tmp_path / "admin", "admin")
+    result = admin.run("devices", "revoke", "lost")
+    assert result.returncode == 0, result.stderr
+    (mount.path / "after.txt").write_text("kept here\n")
+    status = wait_for(lambda: "revoked" in (text := mount.status()) and text, 30,
+                      "the mount saying its token was refused")
+    assert "offline" in status, status
+    assert "pending: 1 change(s)" in status, status
+    assert sorted(os.listdir(mount.path)) == ["after.txt", "before.txt"]
+    assert remote_names(admin) == ["before.txt"]

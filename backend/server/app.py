@@ -32,7 +32,8 @@ GET  /v1/ns/{ns}/changes?since&wait&limit   {head, cursor, changes}; long-polls 
 GET  /v1/ns/{ns}/tree[?at=SEQ][&after=ID]   {seq, entries, next}: by id, at most limit
      [&limit=N]                             (≤ 5,000); next: give it as after (and seq
                                             as at) for the rest; null at the end
-GET  /v1/ns/{ns}/lookup?path[&children=1]   {entry, children}
+GET  /v1/ns/{ns}/lookup?path[&children=1]   {entry, children, next}: children by name,
+     [&after=NAME][&limit=N]                at most limit (≤ 5,000); next: after
 GET  /v1/ns/{ns}/entries/{id}/versions      {versions, next}: oldest first, at most
      [?after=SEQ][&limit=N]                 limit (≤ 5,000); next: after for the rest
 GET  /v1/ns/{ns}/past?at=SEQ|time=T &       {seq, time, entry, children}: the entry as it
@@ -248,10 +249,12 @@ async def tree(request: Request, caller: Caller) -> Response:
 async def lookup(request: Request, caller: Caller) -> Response:
     path = p.split_path(request.query_params.get("path", "/"))
     with_children = request.query_params.get("children") == "1"
+    after, limit = request.query_params.get("after", ""), page_limit(request)
     entry, children = await state_of(request).metadata.lookup(
-        caller.user_id, ns_param(request), path, with_children
+        caller.user_id, ns_param(request), path, with_children, after, limit
     )
-    return cbor({"entry": entry, "children": children})
+    more = children[-1]["name"] if children and len(children) >= limit else None
+    return await cbor_off_loop({"entry": entry, "children": children, "next": more})
 
 
 @authenticated

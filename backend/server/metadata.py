@@ -183,12 +183,12 @@ class MetadataStore:
         )
 
     async def lookup(
-        self, user_id: int, ns: int, path: list[str], with_children: bool
+        self, user_id: int, ns: int, path: list[str], with_children: bool, after: str = "",
+        limit: int = ALL,
     ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-        """The live entry at ``path`` (and its children, for a directory)."""
-        return await self._read(
-            lambda tx: mounts.lookup(tx, mounts.tree_for(tx, user_id, ns), path, with_children)
-        )
+        """The live entry at ``path`` (and a page of its children, for a directory)."""
+        return await self._read(lambda tx: mounts.lookup(
+            tx, mounts.tree_for(tx, user_id, ns), path, with_children, after, limit))
 
     async def versions(
         self, user_id: int, ns: int, entry_id: str, after: int = 0, limit: int = ALL

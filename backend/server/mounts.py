@@ -224,9 +224,11 @@ def page(
 
 
 def lookup(
-    tx: Tx, tree: Tree, path: list[str], with_children: bool
+    tx: Tx, tree: Tree, path: list[str], with_children: bool, after: str = "",
+    limit: int = 1 << 62,
 ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-    """The entry at ``path`` across mounts (and its children, for a folder)."""
+    """The entry at ``path`` across mounts (and, for a folder, its children by name:
+    those after the name ``after``, at most ``limit``)."""
     ns, folder = tree.root, p.ROOT_ID
     entry = _row(tx, ns, p.ROOT_ID)
     for depth, name in enumerate(path):
@@ -251,8 +253,9 @@ def lookup(
             else (ns, entry["id"])
         )
         rows = tx.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE ns = ? AND parent = ? ORDER BY name",
-            (inner, parent),
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE ns = ? AND parent = ? AND name > ?"
+            " ORDER BY name LIMIT ?",
+            (inner, parent, after, limit),
         )
         children = tree.present_all(inner, (entry_from_row(r) for r in rows))
     shown = tree.present(ns, entry)
