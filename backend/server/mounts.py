@@ -10,7 +10,7 @@ one feed and sends one kind of commit wherever its files live:
   namespace) and ``role`` (the user's: owner, editor or viewer); the shared
   namespace's root never appears, its top-level entries have the mount's id as their
   parent. Entry ids are 128 random bits, so one id names one entry across every
-  namespace a user sees.
+  namespace a user sees (``ROOT_ID`` aside: here it is always the root namespace's).
 - the feed's position is one sequence per namespace (``backend.cursor``): a plain int
   while the user has no shared folder, as a namespace's own feed answers. A shared
   folder new to the position comes whole (its tree at its head); one the user no
@@ -313,8 +313,8 @@ def commit(
 def _where(tx: Tx, tree: Tree, spaces: list[int], entry_id: str) -> int:
     """The namespace holding the live entry ``entry_id`` (the root if none does: it
     answers for an entry that is gone)."""
-    if entry_id in tree.by_entry or not tree.mounts:
-        return tree.root
+    if entry_id in tree.by_entry or entry_id == p.ROOT_ID or not tree.mounts:
+        return tree.root  # every namespace has a ROOT_ID: on this route it is the root's
     marks = ",".join("?" * len(spaces))
     rows = tx.execute(
         f"SELECT ns FROM entries WHERE id = ? AND ns IN ({marks})", (entry_id, *spaces)
