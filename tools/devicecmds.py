@@ -21,7 +21,7 @@ from tools.gccmds import Command
 from tools.home import home_dir, load_device
 
 
-def _with_client(args: argparse.Namespace, body: Callable[[Client], Awaitable[None]]) -> None:
+def with_client(args: argparse.Namespace, body: Callable[[Client], Awaitable[None]]) -> None:
     device = load_device(home_dir(args.home))
 
     async def run() -> None:
@@ -70,7 +70,7 @@ def cmd_devices(args: argparse.Namespace) -> None:
         for row in rows:
             print(_line(row))
 
-    _with_client(args, body)
+    with_client(args, body)
 
 
 def cmd_devices_revoke(args: argparse.Namespace) -> None:
@@ -78,7 +78,7 @@ def cmd_devices_revoke(args: argparse.Namespace) -> None:
         count = await client.revoke_device(args.name)
         print(f"revoked device {args.name} ({count} token(s)); it must log in again")
 
-    _with_client(args, body)
+    with_client(args, body)
 
 
 def add_commands(command: Command) -> None:
