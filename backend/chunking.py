@@ -70,3 +70,35 @@ def plan_file(path: str | os.PathLike[str]) -> list[Piece]:
         fd = f.fileno()
         return [Piece(offset, len(data), p.chunk_id(data))
                 for offset, data in cut(fd, 0, os.fstat(fd).st_size)]
+
+
+class StreamCutter:
+    """``cut`` over bytes that arrive in pieces of any size (an HTTP body): the same
+    cuts as ``cut`` of the whole content. A chunk is emitted only once ``CDC_MAX`` bytes
+    follow its start (or at ``finish``), so it is cut exactly as a cut of the whole
+    would cut it. Holds at most ``WINDOW`` bytes plus the last piece fed."""
+
+    def __init__(self) -> None:
+        self._chunker = _chunker()
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """The chunks ``data`` completes, in order (none until a window is full)."""
+        self._buffer += data
+        return self._cut(whole=False) if len(self._buffer) >= WINDOW else []
+
+    def finish(self) -> list[bytes]:
+        """The remaining chunks: the content has ended."""
+        return self._cut(whole=True)
+
+    def _cut(self, whole: bool) -> list[bytes]:
+        data = bytes(self._buffer)  # cut_buf keeps a view: the buffer cannot shrink under it
+        out: list[bytes] = []
+        taken = 0
+        for chunk in self._chunker.cut_buf(data):
+            if not whole and chunk.offset + p.CDC_MAX > len(data):
+                break
+            out.append(bytes(chunk.data))
+            taken = chunk.offset + chunk.length
+        self._buffer = bytearray(data[taken:])
+        return out

@@ -32,7 +32,16 @@ from backend.private import private_dir, restrict_umask
 from backend.protocol import validate_device_name
 from backend.server.limits import Limits
 from backend.text import PrintableFormatter, printable
-from tools import devicecmds, fsckcmds, gccmds, historycmds, mountcmds, sharecmds, usercmds
+from tools import (
+    devicecmds,
+    fsckcmds,
+    gccmds,
+    historycmds,
+    linkcmds,
+    mountcmds,
+    sharecmds,
+    usercmds,
+)
 from tools.home import Device, home_dir, load_device, save_device, server_url
 from tools.workspace import RemoteWorkspace
 
@@ -200,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(fn=fn)
         return sub
 
-    sub = command("serve", cmd_serve, "run the server")
+    sub = command("serve", cmd_serve, "run the server (the API, WebDAV at /dav/)")
     _server_store_args(sub)
     sub.add_argument(
         "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})"
@@ -223,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     historycmds.add_commands(commands)
     devicecmds.add_commands(command)
     sharecmds.add_commands(command)
+    linkcmds.add_commands(command)
 
     sub = command(
         "fsck",

@@ -165,7 +165,7 @@ def set_password(tx: Tx, name: str, pw_hash: str) -> int:
 
 
 _NS_TABLES = ("entries", "versions", "applied_ops", "ns_chunks", "snapshots", "horizons",
-              "members")
+              "members", "links")
 
 
 def remove_user(tx: Tx, name: str) -> int:
@@ -192,6 +192,8 @@ def remove_user(tx: Tx, name: str) -> int:
             tx.execute(f"DELETE FROM {table} WHERE ns = ?", (ns,))
         tx.execute("DELETE FROM namespaces WHERE id = ?", (ns,))
     tx.execute("DELETE FROM members WHERE user_id = ?", (uid,))
+    for table in ("links", "uploads"):  # links they made in others' folders; uploads
+        tx.execute(f"DELETE FROM {table} WHERE user_id = ?", (uid,))
     tx.execute("DELETE FROM chunk_grants WHERE user_id = ?", (uid,))
     tx.execute("DELETE FROM quotas WHERE user_id = ?", (uid,))
     tx.execute("DELETE FROM users WHERE id = ?", (uid,))

@@ -44,7 +44,7 @@ def _device_name(value: object) -> str:
     return value
 
 
-def _throttled(state: ServerState, user: str, address: str) -> None:
+def throttled(state: ServerState, user: str, address: str) -> None:
     """Refuse at once, 429, while the account or the address is barred."""
     wait = state.logins.wait(user, address)
     if wait:
@@ -55,7 +55,7 @@ def _throttled(state: ServerState, user: str, address: str) -> None:
         )
 
 
-async def _check_password(
+async def check_password(
     state: ServerState, user: str, password: str, address: str
 ) -> tuple[int, str, int] | None:
     """The user's ``(id, pw_hash, root_ns)`` if the password is theirs, else None
@@ -67,7 +67,7 @@ async def _check_password(
                               {"retry_after": 1})
     found = await state.metadata.user_by_name(user)
     async with logins.kdf:
-        _throttled(state, user, address)  # failures counted while this one waited
+        throttled(state, user, address)  # failures counted while this one waited
         stored = found[1] if found else None
         ok = await trio.to_thread.run_sync(verify_password, password, stored)
         if not found or not ok:
@@ -86,8 +86,8 @@ async def login(request: Request) -> Response:
     state = state_of(request)
     ttl = min(p.nonneg_int(body, "ttl", state.max_token_ttl), state.max_token_ttl)
     address = request.client.host if request.client else "unknown"
-    _throttled(state, user, address)
-    found = await _check_password(state, user, password, address)
+    throttled(state, user, address)
+    found = await check_password(state, user, password, address)
     if found is None:
         log.info("login refused for %r from %s", user, address)
         raise Unauthorized("wrong user name or password")

@@ -45,6 +45,8 @@ GET  /v1/ns/{ns}/instants?from=T&to=T       {instants}: [second, last seq] with 
 GET  /v1/ns/{ns}/snapshots                  {snapshots}
 POST /v1/ns/{ns}/snapshots {name, [path]}   {snapshot}: the head, kept whatever retention
 DELETE /v1/ns/{ns}/snapshots/{name}         {}
+POST /v1/links, GET /v1/links,              links: ``backend.server.links_api``
+POST /v1/links/revoke
 =========================================== ===========================================
 
 The routes on a user's root namespace answer for their whole tree, shared folders
@@ -54,7 +56,8 @@ nothing is shared. The routes of sharing are in ``backend.server.shares_api``.
 
 Every failure is answered in one place, ``backend.server.http.answer_errors``; the
 routes of the past are in ``backend.server.history_api``, those of accounts (login,
-logout, devices) in ``backend.server.accounts_api``.
+logout, devices) in ``backend.server.accounts_api``. WebDAV is served under ``/dav/``
+(``backend.server.dav``, HTTP Basic sign-in).
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from backend import cursor
 from backend import protocol as p
@@ -76,8 +79,10 @@ from backend.errors import (
     NotFound,
     StoreError,
 )
-from backend.server import accounts_api, history_api, quota, shares_api
+from backend.server import accounts_api, history_api, links_api, quota, shares_api
 from backend.server.blocks import unseal
+from backend.server.dav import PREFIX as DAV_PREFIX
+from backend.server.dav import DavApp
 from backend.server.http import (
     Caller,
     ServerState,
@@ -94,6 +99,7 @@ from backend.server.http import (
     state_of,
 )
 from backend.server.ingest import store_chunks
+from backend.server.web.routes import routes as web_routes
 
 log = logging.getLogger("loft.server")
 
@@ -299,6 +305,11 @@ def create_app(state: ServerState) -> Starlette:
             Route(f"{v}/ns/{{ns}}/instants", history_api.instants, methods=["GET"]),
             Route(f"{v}/ns/{{ns}}/snapshots", history_api.snapshots, methods=["GET", "POST"]),
             Route(f"{v}/ns/{{ns}}/snapshots/{{name}}", history_api.snapshots, methods=["DELETE"]),
+            Route(f"{v}/links", links_api.create, methods=["POST"]),
+            Route(f"{v}/links", links_api.listing, methods=["GET"]),
+            Route(f"{v}/links/revoke", links_api.revoke, methods=["POST"]),
+            Mount(DAV_PREFIX, app=DavApp(state)),  # WebDAV: backend.server.dav
+            *web_routes(),  # the web page and links' pages: backend.server.web.routes
         ]
     )
     app.state.loft = state

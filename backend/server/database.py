@@ -42,7 +42,21 @@ Tables (schema version 1)
     usage        user_id → bytes: the user's storage use, a running total kept
                  by ``backend.server.quota`` (a missing row is computed again);
                  whatever deletes chunks, grants or ns_chunks calls ``quota.forget``
+    links        id (16 hex, shown and revoked by) → hash (sha256 hex of the
+                 link's token; the token itself is never kept), ns, entry (the
+                 file or folder shared: a rename keeps the link), user_id (who
+                 made it), created, expires (unix seconds), pw_hash (``scrypt$``
+                 or NULL), uses, last_used: links for people without an
+                 account (``backend.server.links``); a revoked link's row goes
+    uploads      id → user_id, path, size (declared), received (bytes taken so
+                 far), blocks (CBOR ``[[chunk, length], ...]`` cut and stored),
+                 tail (the bytes taken but not yet cut), created,
+                 expires: the web page's resumable uploads
+                 (``backend.server.web.uploads``)
     ============ =============================================================
+
+Tables added after a database was made are created on open (``IF NOT EXISTS``): an
+older database gains them without a new schema version.
 
 Indexes on ``versions`` serve the past: ``versions_entry`` an entry's history,
 ``versions_place`` what was at a name (and the children of a folder) at a sequence,
@@ -118,6 +132,15 @@ CREATE TABLE IF NOT EXISTS token_use (
     hash TEXT PRIMARY KEY, ttl BIGINT NOT NULL, last_seen BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS tokens_user ON tokens (user_id, device);
 CREATE INDEX IF NOT EXISTS tokens_expires ON tokens (expires);
+CREATE TABLE IF NOT EXISTS links (
+    id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, ns BIGINT NOT NULL, entry TEXT NOT NULL,
+    user_id BIGINT NOT NULL, created BIGINT NOT NULL, expires BIGINT NOT NULL, pw_hash TEXT,
+    uses BIGINT NOT NULL, last_used BIGINT);
+CREATE INDEX IF NOT EXISTS links_user ON links (user_id);
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY, user_id BIGINT NOT NULL, path TEXT NOT NULL, size BIGINT NOT NULL,
+    received BIGINT NOT NULL, blocks {blob} NOT NULL, tail {blob} NOT NULL,
+    created BIGINT NOT NULL, expires BIGINT NOT NULL);
 """
 
 Row = tuple[Any, ...]

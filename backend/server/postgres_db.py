@@ -31,7 +31,9 @@ class _PostgresTx:
         self._conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        cur = self._conn.execute(_PLACEHOLDER.sub("%s", sql).encode(), tuple(params))
+        # '%' is psycopg's placeholder mark: a literal one (SQL's modulo) is doubled.
+        query = _PLACEHOLDER.sub("%s", sql.replace("%", "%%"))
+        cur = self._conn.execute(query.encode(), tuple(params))
         return cur.fetchall() if cur.description else []
 
     def lock_namespace(self, ns: int) -> int | None:

@@ -14,7 +14,10 @@ export DEBIAN_FRONTEND=noninteractive
 # Debian package may also create and try to start its default cluster ("main", port 5432,
 # socket in /var/run/postgresql); we never use it: our cluster has its own data dir,
 # random port and socket dir, so whether that one runs or not does not matter.
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config postgresql procps psmisc curl ca-certificates rsync git sqlite3)
+# litmus and davfs2: the WebDAV tests' own clients (tests/test_dav*.py).
+# chromium, chromium-driver: the web page's browser tests (tests/test_web_browser.py).
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config postgresql procps psmisc curl ca-certificates rsync git sqlite3 litmus davfs2
+              chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
