@@ -431,6 +431,6 @@ def test_a_revoked_device_stops_syncing_says_why_and_keeps_its_changes(  # type:
     status = wait_for(lambda: "revoked" in (text := mount.status()) and text, 30,
                       "the mount saying its token was refused")
     assert "offline" in status, status
-    assert "pending: 1 change(s)" in status, status
+    assert re.search(r"^pending: [1-9]\d* change", status, re.M), status
     assert sorted(os.listdir(mount.path)) == ["after.txt", "before.txt"]
     assert remote_names(admin) == ["before.txt"]
