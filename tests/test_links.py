@@ -9,6 +9,7 @@ import io
 import re
 import subprocess
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,9 +20,16 @@ from backend.server import links
 from backend.server.auth import hash_password
 from backend.server.metadata import MetadataStore
 from backend.server.sqlite_db import SQLiteDatabase
-from tests.conftest import Device, NewDevice, loft_env
+from tests.conftest import Device, NewDevice, Server, loft_env, running_server
 from tests.polling import wait_for
 from tools.localserver import ROOT, loft_argv
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """This layer over the embedded default only: both back ends are proven under the
+    same routes by test_api and test_stores."""
+    yield from running_server(tmp_path_factory, "sqlite-dir", "web")
 
 
 def link(device: Device, *args: str, password: str | None = None) -> str:

@@ -14,10 +14,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import PASSWORD, Device, Server, loft
+from tests.conftest import PASSWORD, Device, Server, loft, running_server
 from tests.web_client import WebSession
 
 _names = itertools.count()
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """This layer over the embedded default only: both back ends are proven under the
+    same routes by test_api and test_stores."""
+    yield from running_server(tmp_path_factory, "sqlite-dir", "web")
 
 
 @pytest.fixture
