@@ -274,3 +274,28 @@ def test_a_web_session_is_a_device_that_loft_devices_revoke_ends(
     refused = web.http.post("/act/mkdir", data={"csrf": "x", "path": "/", "name": "late"})
     assert refused.status_code == 401
     web.close()
+
+
+def test_a_folder_is_shared_and_unshared_from_the_page(
+    server: Server, new_session: WebSession,
+) -> None:
+    web = new_session
+    friend = f"friend{os.getpid()}x{next(_names)}"
+    server.add_user(friend)
+    assert web.post("/act/mkdir", path="/", name="team").status_code == 303
+    assert web.post("/act/share", csrf="", path="/team", user=friend).status_code == 403
+    shared = web.post("/act/share", path="/team", user=friend, role="viewer")
+    assert shared.status_code == 303, shared.text
+    page = web.listing("/team/")
+    assert f"{friend} (viewer)" in page
+    theirs = WebSession(server.url)
+    try:
+        assert theirs.sign_in(friend).status_code == 303
+        assert "/files/team/" in theirs.listing()
+        refused = theirs.post("/act/mkdir", path="/team", name="x")
+        assert refused.status_code == 403, refused.text
+        assert web.post("/act/unshare", path="/team", user=friend).status_code == 303
+        assert "/files/team/" not in theirs.listing()
+    finally:
+        theirs.close()
+    assert web.post("/act/share", path="/team", user="nobody-here").status_code == 404

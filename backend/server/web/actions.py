@@ -9,6 +9,9 @@ POST /act/mkdir (path, name)    a folder ``name`` in the folder ``path``
 POST /act/move (path, to)       rename or move ``path`` to ``to`` (a name taken:
                                 refused, nothing replaced)
 POST /act/delete (path)         ``path`` and all below it (kept in its versions)
+POST /act/share (path, user,     share the folder ``path`` with ``user`` as ``role``
+     role)                      (``backend.server.shares``: again to change a role)
+POST /act/unshare (path, user)  stop sharing ``path`` with ``user``
 POST /act/restore (path, rev)   the version ``rev`` of the file ``path`` becomes its
                                 newest version (so a restore is itself undone by
                                 restoring the one before)
@@ -20,16 +23,26 @@ Every form carries the session's CSRF token (``session.form_action``).
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from backend.errors import BadRequest, Exists, NotFound
+from backend.server import shares
 from backend.server.files import Upload
+from backend.server.http import state_of
+from backend.server.shares_api import Change
 from backend.server.web.downloads import version_node
-from backend.server.web.paths import account_of, files_of, parts_of, resolve, split_parent
-from backend.server.web.render import href
+from backend.server.web.paths import (
+    account_of,
+    files_of,
+    parts_of,
+    resolve,
+    split_parent,
+)
+from backend.server.web.render import href, plain
 from backend.server.web.session import Session, form_action
 
 log = logging.getLogger("loft.server")
@@ -41,6 +54,33 @@ def folder_url(parts: list[str]) -> str:
 
 def _back(parts: list[str], done: str) -> Response:
     return RedirectResponse(f"{folder_url(parts)}?done={quote(done)}", 303)
+
+
+async def _sharing(request: Request, change: Change) -> dict[str, object]:
+    state = state_of(request)
+    answer, advanced = await state.metadata.sharing(change)
+    for ns in advanced:
+        state.notifier.advanced(ns)
+    return answer
+
+
+@form_action
+async def share(request: Request, session: Session, form: dict[str, str]) -> Response:
+    parts, user = parts_of(form.get("path", "")), form.get("user", "").strip()
+    role, caller, now = form.get("role", "editor"), session.caller, int(time.time())
+    await _sharing(request, lambda tx: shares.share(
+        tx, caller.user_id, caller.device, parts, user, role, now))
+    log.info("share %s with %s as %s by %s (web)", plain(parts), user, role, caller.user)
+    return _back(parts, f"Shared with {user} as {role}.")
+
+
+@form_action
+async def unshare(request: Request, session: Session, form: dict[str, str]) -> Response:
+    parts, user = parts_of(form.get("path", "")), form.get("user", "").strip()
+    caller, now = session.caller, int(time.time())
+    await _sharing(request, lambda tx: shares.unshare(
+        tx, caller.user_id, caller.device, parts, user, now))
+    return _back(parts, f"No longer shared with {user}.")
 
 
 @form_action

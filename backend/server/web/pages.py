@@ -23,16 +23,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from backend.server import links, quota
+from backend.server import links, quota, shares
 from backend.server.database import Tx
 from backend.server.files import Node
 from backend.server.http import state_of
 from backend.server.web.paths import files_of, path_param, resolve
 from backend.server.web.render import href, page, plain
 from backend.server.web.session import Session, answer_web_errors, signed_in
-
-SHARE_NOTE = ("Sharing this folder with other Loft users comes with shared folders; until"
-              " then, make a link from an entry's Actions to share it with anyone.")
 
 
 async def context(request: Request, session: Session, **more: Any) -> dict[str, Any]:
@@ -58,9 +55,23 @@ async def browse(request: Request, session: Session) -> Response:
         return RedirectResponse("/content" + href(parts), 303)
     children = await files_of(request).children(node)
     rows = [_row(child) for child in children]
+    members = await _members(request, session, node)
     ctx = await context(request, session, parts=parts, path=plain(parts), children=rows,
-                        writable=node.writable, share_note=SHARE_NOTE)
+                        writable=node.writable, members=members,
+                        shareable=bool(parts) and node.writable and not node.past)
     return page(request, "browse.html", ctx, csrf=session.csrf)
+
+
+async def _members(request: Request, session: Session, node: Node) -> dict[str, str]:
+    """Who the shared folder ``node`` is shared with (name → role), else nothing."""
+    if node.outer is None:
+        return {}
+    found = await state_of(request).metadata.sharing(
+        lambda tx: shares.listing(tx, session.caller.user_id), write=False)
+    for share in found:
+        if share["ns"] == node.ns:
+            return {k: v for k, v in share["members"].items() if v != "owner"}
+    return {}
 
 
 def _row(node: Node) -> dict[str, Any]:

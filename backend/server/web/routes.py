@@ -42,6 +42,8 @@ def routes() -> list[BaseRoute]:
         Route("/act/move", actions.move, methods=["POST"]),
         Route("/act/delete", actions.delete, methods=["POST"]),
         Route("/act/restore", actions.restore, methods=["POST"]),
+        Route("/act/share", actions.share, methods=["POST"]),
+        Route("/act/unshare", actions.unshare, methods=["POST"]),
         Route("/upload", uploads.start, methods=["POST"]),
         Route("/upload/{id}", uploads.status, methods=["GET"]),
         Route("/upload/{id}", uploads.piece, methods=["PUT"]),
