@@ -75,6 +75,12 @@ class NameTooLong(BadRequest):
     code = "name_too_long"
 
 
+class BadDelta(BadRequest):
+    """A chunk delta that is malformed or reaches outside its base (``backend.delta``)."""
+
+    code = "bad_delta"
+
+
 class HashMismatch(LoftError):
     status, code = 422, "hash_mismatch"
     _permanent = True
@@ -175,6 +181,7 @@ _BY_CODE: dict[str, type[LoftError]] = {
     for cls in (
         BadRequest,
         NameTooLong,
+        BadDelta,
         HashMismatch,
         Unauthorized,
         Forbidden,

@@ -1,19 +1,22 @@
 """Chunks arriving from a client: verified, stored in the block store, then recorded.
 
-One path for a single chunk (``PUT /v1/chunks/{id}``) and for a pack of small ones
-(``POST /v1/chunks``): every chunk is checked against its id first (one mismatch:
-nothing is stored), those the block store lacks are sealed and stored a few at a
-time, and only then does the metadata name them, all in one transaction.
+One path for a single chunk (``PUT /v1/chunks/{id}``), for a pack of small ones
+(``POST /v1/chunks``) and for a chunk sent as a delta against one the user can read
+(``PUT /v1/chunks/{id}/delta/{base}``, rebuilt first: ``store_delta``): every chunk
+is checked against its id first (one mismatch: nothing is stored), those the block
+store lacks are sealed and stored a few at a time, and only then does the metadata
+name them, all in one transaction.
 """
 
 from __future__ import annotations
 
 import trio
 
+from backend import delta
 from backend import protocol as p
-from backend.errors import HashMismatch
+from backend.errors import HashMismatch, NotFound, StoreError
 from backend.server import quota
-from backend.server.blocks import BlockStore, seal
+from backend.server.blocks import BlockStore, seal, unseal
 from backend.server.database import Tx
 from backend.server.metadata import MetadataStore
 from backend.tasks import for_each
@@ -55,7 +58,10 @@ async def store_chunks(
             await blocks.put(cid, sealed)
             at_rest[cid] = len(sealed)
 
-    await for_each(list(dict(chunks).items()), store, STORE_WORKERS)
+    if len(chunks) > 1:
+        await store_pack(blocks, dict(chunks), at_rest)
+    else:
+        await for_each(list(dict(chunks).items()), store, STORE_WORKERS)
     # The chunks are durable in the block store before the metadata names them.
     await metadata.add_chunks(
         user_id, [(cid, len(data), at_rest.get(cid, 0)) for cid, data in chunks]
@@ -65,3 +71,43 @@ async def store_chunks(
     # Recorded now, the chunk is safe from it: store again whatever has gone.
     await for_each(list(dict(chunks).items()), store, STORE_WORKERS)
     return len(unseen)
+
+
+async def store_pack(blocks: BlockStore, chunks: dict[str, bytes], at_rest: dict[str, int]) -> None:
+    """Store the chunks the block store lacks with one ``put_many`` (a durable pack,
+    not a flush per chunk); their sizes at rest into ``at_rest``."""
+    lacking: list[str] = []
+
+    async def check(cid: str) -> None:
+        if not await blocks.has(cid):
+            lacking.append(cid)
+
+    await for_each(list(chunks), check, STORE_WORKERS)
+
+    def seal_all() -> list[tuple[str, bytes]]:
+        return [(cid, seal(chunks[cid])) for cid in lacking]
+
+    sealed = await trio.to_thread.run_sync(seal_all)
+    await blocks.put_many(sealed)
+    at_rest.update((cid, len(data)) for cid, data in sealed)
+
+
+async def store_delta(
+    blocks: BlockStore, metadata: MetadataStore, user_id: int, cid: str, base: str,
+    change: bytes,
+) -> int:
+    """Rebuild chunk ``cid`` from the stored chunk ``base`` and the delta ``change``,
+    then store it as ``store_chunks`` does. A base the user cannot read is a 404 as
+    for ``GET`` (whether another user holds it is not told), a malformed delta a 400
+    (``BadDelta``), a result that is not ``cid`` a 422: each stores nothing."""
+    if not await metadata.chunk_visible(user_id, base):
+        raise NotFound(f"no chunk {base}")
+    sealed = await blocks.get(base)
+    if sealed is None:
+        raise StoreError(f"chunk {base} is missing from the block store")
+
+    def rebuild() -> bytes:
+        return delta.apply(unseal(sealed), change)
+
+    data = await trio.to_thread.run_sync(rebuild)
+    return await store_chunks(blocks, metadata, user_id, [(cid, data)])
