@@ -9,7 +9,7 @@ chunk(s) around the insertion; every later chunk keeps its id and is not sent ag
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pyfastcdc.cy import FastCDC
@@ -32,32 +32,46 @@ class Piece:
 
 
 WINDOW = 4 * p.CDC_MAX
-"""Bytes read in one ``pread`` by ``cut``: a chunk is cut only where at least
-``CDC_MAX`` bytes (or the end of the range) follow its start, exactly as a cut of the
-whole range would see it; the rest is read again with the next window."""
+"""Bytes read in one ``pread`` by ``cut`` by default."""
 
 
-def cut(fd: int, start: int, end: int) -> Iterator[tuple[int, memoryview]]:
+def cut(
+    fd: int, start: int, end: int, window: int = WINDOW,
+    ready: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[int, memoryview]]:
     """``(offset, data)`` for each chunk of ``fd``'s bytes ``[start, end)``; ``data`` is
     valid only until the next one. Cut points depend only on the bytes from a chunk's
     start, so cutting from ``start`` gives the cuts of the whole file wherever
     ``start`` is one. The reads and the cutting run with the GIL released: a large
-    cut in a worker thread leaves the event loop alone."""
+    cut in a worker thread leaves the event loop alone.
+
+    Bytes are read ``window`` at a time (``ready(lo, hi)`` is called before bytes
+    ``[lo, hi)`` are read: a sparse file fills them in). A chunk that ends before the
+    end of what was read is final: FastCDC's cut is the first match from the chunk's
+    start, whatever follows it. The chunk that reaches the end of a read (unless it is
+    the end of the range) is cut again from its start with the next read; a read in
+    which no chunk ends doubles the next one. A cut expected to stop soon (a seal of a
+    small edit) gives a small window, and reads (and fills) little more than the
+    chunks it cuts."""
     chunker = _chunker()
     at = start
+    grow = window
     while at < end:
-        want = min(WINDOW, end - at)
+        want = min(grow, end - at)
+        if ready is not None:
+            ready(at, at + want)
         data = os.pread(fd, want, at)
         if len(data) < want:
             raise OSError(f"file shrank below {end} bytes while being cut")
         whole = at + len(data) >= end
         taken = 0
         for chunk in chunker.cut_buf(data):
-            if not whole and chunk.offset + p.CDC_MAX > len(data):
+            if not whole and chunk.offset + chunk.length >= len(data):
                 break
             yield at + chunk.offset, chunk.data
             taken = chunk.offset + chunk.length
         at += taken
+        grow = window if taken else grow * 2
 
 
 def cut_bytes(data: bytes) -> list[Piece]:

@@ -50,6 +50,8 @@ class Client:
         ``https://`` server (a private CA), instead of the system's."""
         self.url = url.rstrip("/")
         self.token = token
+        self.uploaded = 0
+        """Bytes of chunk content sent (a delta counts its own size), for status."""
         self.attempts = attempts
         self.backoff = backoff
         headers = {"accept": p.CBOR}
@@ -167,6 +169,14 @@ class Client:
     async def put_chunk(self, cid: str, data: bytes) -> bool:
         """Upload one chunk; True if the server did not hold it before."""
         answer = await self.call("PUT", f"/chunks/{cid}", raw=data)
+        self.uploaded += len(data)
+        return bool(answer.get("stored"))
+
+    async def put_chunk_delta(self, cid: str, base: str, change: bytes) -> bool:
+        """Upload chunk ``cid`` as a delta against chunk ``base`` (``backend.delta``),
+        which the server holds and this user can read; True if it was new."""
+        answer = await self.call("PUT", f"/chunks/{cid}/delta/{base}", raw=change)
+        self.uploaded += len(change)
         return bool(answer.get("stored"))
 
     async def put_chunks(self, chunks: list[tuple[str, bytes]]) -> int:
@@ -174,6 +184,7 @@ class Client:
         of them the server did not hold for this user before."""
         packed = [[cid, data] for cid, data in chunks]
         answer = await self.call("POST", "/chunks", body={"chunks": packed})
+        self.uploaded += sum(len(data) for _, data in chunks)
         return int(answer.get("stored", 0))
 
     async def get_chunk(self, cid: str) -> bytes:

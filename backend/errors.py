@@ -82,6 +82,12 @@ class CrossShare(BadRequest):
     code = "cross_share"
 
 
+class BadDelta(BadRequest):
+    """A chunk delta that is malformed or reaches outside its base (``backend.delta``)."""
+
+    code = "bad_delta"
+
+
 class HashMismatch(LoftError):
     status, code = 422, "hash_mismatch"
     _permanent = True
@@ -183,6 +189,7 @@ _BY_CODE: dict[str, type[LoftError]] = {
         BadRequest,
         NameTooLong,
         CrossShare,
+        BadDelta,
         HashMismatch,
         Unauthorized,
         Forbidden,

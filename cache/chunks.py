@@ -1,6 +1,8 @@
 """The chunk cache: chunk contents by id, with a size cap and LRU eviction.
 
 Chunks marked ``pending`` (written locally, not yet uploaded) are never evicted;
+a chunk a seal cut from an edit of an older one notes that one as its ``base``: the
+chunk it may be uploaded as a delta against (``fs.deltas``);
 neither are the chunks of the current version of a pinned file (``cache.pins``);
 others are evicted least-recently-used first once the cache exceeds its cap.
 
@@ -12,7 +14,7 @@ makes that chunk look older.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from backend import protocol as p
 from cache.env import Env, Q, Txn
@@ -22,6 +24,8 @@ class ChunkMeta(TypedDict):
     size: int
     tick: int
     pending: bool
+    base: NotRequired[str]
+    """The chunk of the file's previous version this one replaced (a delta base)."""
 
 
 class Usage(TypedDict):
@@ -85,8 +89,11 @@ class Chunks:
         self.env.meta_put(txn, "tick", tick)
         return tick
 
-    def put(self, txn: Txn, cid: str, data: bytes, pending: bool) -> None:
-        """Cache a chunk; ``pending`` chunks wait for upload and are never evicted."""
+    def put(
+        self, txn: Txn, cid: str, data: bytes, pending: bool, base: str | None = None
+    ) -> None:
+        """Cache a chunk; ``pending`` chunks wait for upload and are never evicted;
+        ``base``: the chunk it is an edit of."""
         meta = self.meta(txn, cid)
         if meta is not None:
             if pending and not meta["pending"]:
@@ -95,8 +102,10 @@ class Chunks:
             return
         tick = self._tick(txn)
         txn.put(cid.encode(), data, db=self.data)
-        txn.put(cid.encode(), p.encode(ChunkMeta(size=len(data), tick=tick, pending=pending)),
-                db=self.meta_db)
+        meta = ChunkMeta(size=len(data), tick=tick, pending=pending)
+        if base is not None and base != cid:
+            meta["base"] = base
+        txn.put(cid.encode(), p.encode(meta), db=self.meta_db)
         txn.put(Q.pack(tick) + cid.encode(), b"", db=self.lru)
         self.env.meta_put(txn, "bytes", int(self.env.meta_get(txn, "bytes", 0)) + len(data))
 

@@ -23,7 +23,7 @@ Sub-databases (keys and values are bytes; CBOR where a value is a record of
     inodes      inode, 8 bytes big-endian      entry id
     inode_of    entry id                       inode, 8 bytes big-endian
     chunks      chunk id (ascii)               the chunk's plain content
-    chunk_meta  chunk id                       CBOR {size, tick, pending}
+    chunk_meta  chunk id                       CBOR {size, tick, pending, [base]}
     lru         tick (8 bytes BE) + chunk id   b"" (eviction order, oldest first)
     journal     sequence, 8 bytes big-endian   CBOR ``Record``
     pins        entry id                       CBOR 1: pinned (see ``cache.pins``)

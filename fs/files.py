@@ -1,8 +1,8 @@
 """The FUSE handlers of file content: open, read, write, close, fsync, truncate.
 
 A file opened for writing gets a staging file (``fs.staging``), made under the entry's
-own lock; reads of a file nobody writes fetch only the chunks they need
-(``fs.content``). Close-to-open: the last close of a written file (or ``fsync``)
+own lock, into which nothing is copied; reads of a file nobody writes fetch only the
+chunks they need (``fs.content``). Close-to-open: the last close of a written file (or ``fsync``)
 seals it into a new version, based on the version the writer started from, committed
 to LMDB. ``close`` returns then (the mount flushes LMDB to disk once a second, like a
 journaling filesystem's commit interval); ``fsync`` returns once it is on disk (a
@@ -32,10 +32,8 @@ log = logging.getLogger("loft.fs")
 class FileHandlers(MountCore):
     async def _truncate(self, entry: Entry, size: int) -> None:
         async with self.stager.lock(entry["id"]):
-            staged = await self.stager.stage(await self._current(entry), truncate=size == 0)
-            before = os.fstat(staged.fd).st_size
-            os.ftruncate(staged.fd, size)
-            staged.changed(min(before, size), max(before, size))
+            staged = self.stager.stage(await self._current(entry), truncate=size == 0)
+            self.stager.resize(staged, size)
             await self._unstage(entry["id"])
 
     async def _current(self, entry: Entry) -> Entry:
@@ -53,7 +51,7 @@ class FileHandlers(MountCore):
             return
         if staged.modified:
             await self._seal(entry_id)
-        self.stager.drop(entry_id)
+        await self.stager.discard(entry_id)
 
     async def seal(self, entry_id: str) -> None:
         """Make what is written to the entry so far a version (at unmount too)."""
@@ -74,6 +72,8 @@ class FileHandlers(MountCore):
         dirty = staged.take()
         try:
             if self.stager.small(staged):
+                await self.stager.fill(staged, 0, os.fstat(staged.fd).st_size)
+
                 def job(txn: Txn) -> tuple[list[list[Any]], int, list[ViewChange] | None]:
                     blocks, size = self.stager.seal_in(txn, staged)
                     return blocks, size, record(txn, blocks, size)
@@ -85,7 +85,7 @@ class FileHandlers(MountCore):
         except BaseException:
             staged.give_back(dirty)
             raise
-        staged.base = Entry(**{**base, "size": size, "blocks": blocks})
+        staged.rebase(Entry(**{**base, "size": size, "blocks": blocks}))
         self.versions[entry_id] = self.versions.get(entry_id, 0) + 1
         if changes:
             self.view_changed(changes)
@@ -109,7 +109,11 @@ class FileHandlers(MountCore):
         if writable:
             self._writable(inode)
             async with self.stager.lock(entry["id"]):
-                await self.stager.stage(await self._current(entry), bool(flags & os.O_TRUNC))
+                current = await self._current(entry)
+                if flags & os.O_APPEND and not flags & os.O_TRUNC and current.get("blocks"):
+                    # Its first seal cuts the last chunk again: fail now, not at close.
+                    await self.fetcher.get(current["blocks"][-1][0])
+                self.stager.stage(current, bool(flags & os.O_TRUNC))
         fh = self._handle(entry, inode, writable)
         return pyfuse3.FileInfo(fh=fh, keep_cache=entry["id"] not in self.stager.staged)
 
@@ -131,7 +135,7 @@ class FileHandlers(MountCore):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         entry, ino = await self._create_entry(parent_inode, name, "file", mode)
         async with self.stager.lock(entry["id"]):
-            await self.stager.stage(entry, truncate=True)
+            self.stager.stage(entry, truncate=True)
         fh = self._handle(entry, ino, True)
         return pyfuse3.FileInfo(fh=fh), self.attributes(entry, ino)
 
@@ -140,7 +144,9 @@ class FileHandlers(MountCore):
         handle = self.handles[fh]
         staged = None if handle.past else self.stager.staged.get(handle.entry_id)
         if staged is not None:
-            return os.pread(staged.fd, size, off)
+            data = await self.stager.read(staged, off, size)
+            if data is not None:
+                return data
         version = self.versions.get(handle.entry_id, 0)
         if handle.blocks is None or (handle.version != version and not handle.past):
             with self.cache.read() as txn:
@@ -156,7 +162,9 @@ class FileHandlers(MountCore):
         if staged is None or not handle.writable:
             raise fail(errno.EBADF)
         written = os.pwrite(staged.fd, buf, off)
-        staged.changed(off, off + written)
+        staged.wrote(off, off + written)
+        if staged.overlay.crowded:  # many scattered writes: whole chunks, fewer ranges
+            await self.stager.fill(staged, off, off + written)
         return written
 
     @errors

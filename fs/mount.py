@@ -153,7 +153,7 @@ async def _serve(
         await nursery.start(uploader.run)
         await nursery.start(Pinner(cache, fetcher).run)
         await nursery.start(_housekeeping, cache, writer)
-        await nursery.start(_status_writer, home, link, cache)
+        await nursery.start(_status_writer, home, link, cache, uploader.client)
         nursery.start_soon(_on_signal)
         log.info("mounted at %s", mountpoint)
         ready()
@@ -196,7 +196,7 @@ async def _on_signal() -> None:
 
 
 async def _status_writer(
-    home: Path, link: Link, cache: Cache,
+    home: Path, link: Link, cache: Cache, client: Client,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     path = home / "status.json"
@@ -216,6 +216,7 @@ async def _status_writer(
             "over_quota": link.over_quota,
             "pending_ops": pending,
             "cursor": cursor,
+            "uploaded_bytes": client.uploaded,
             **usage,
         }
         write_private(path, json.dumps(status))

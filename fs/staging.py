@@ -1,26 +1,30 @@
 """Files being written: staging files on local disk, one per entry, and sealing.
 
-A file opened for writing lives in a *staging file* (``LOFT_HOME/staging/<entry id>``),
-never in memory, so a 1 GiB write keeps the mount's memory bounded. Every handle of
-that entry, readers included, reads the staging file while it exists. When the last
-writer closes (or on ``fsync``), the staging file is *sealed*: cut into chunks
-(FastCDC), new chunks stored in the cache as *pending* (kept until uploaded), and its
-block list becomes a new version, based on the version the writer started from
-(``Staged.base``): if that changed elsewhere meanwhile, the reconciler keeps the new
-content as a conflicted copy.
+A file opened for writing gets a *staging file* (``LOFT_HOME/staging/<entry id>``):
+a sparse file of its size, into which nothing is copied. What a program writes lands
+there (never in memory, so a 1 GiB write keeps the mount's memory bounded); every
+other byte is still the one of the version the writer started from (``Staged.base``),
+as ``fs.overlay`` keeps account. Every handle of that entry, readers included, reads
+through the staging file while it exists, with the base's chunks merged in where it
+has none (``Stager.read``). When the last writer closes (or on ``fsync``), the staging
+file is *sealed*: the part that changed is cut again into chunks (FastCDC, ``Recut``),
+after the chunks it covers are filled in from the base (fetched only then:
+``Stager.fill``), new chunks are stored in the cache as *pending* (kept until
+uploaded), and its block list becomes a new version, based on ``Staged.base``: if that
+changed elsewhere meanwhile, the reconciler keeps the new content as a conflicted copy.
 
-Each entry has a lock of its own (``Stager.lock``), held while its staging file is made
-(which may fetch its chunks) or sealed; nothing else waits for it.
+Each entry has a lock of its own (``Stager.lock``), held while its staging file is made,
+truncated or sealed; nothing else waits for it. Filling a gap happens on the event
+loop between two awaits, so it never overwrites a write that raced it.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +33,14 @@ from typing import Any
 import trio
 
 from backend import protocol as p
-from backend.chunking import cut, cut_bytes
+from backend.chunking import WINDOW, cut, cut_bytes
 from backend.private import DIR_MODE
 from cache.env import Txn, Writer
 from cache.records import Entry
 from cache.store import Cache
-from fs.content import BlockMap, Fetcher
+from fs.content import BlockMap, Fetcher, read_blocks
+from fs.overlay import Overlay
+from fs.recut import Cutter, Recut, Segment, add_range
 
 log = logging.getLogger("loft.fs")
 
@@ -43,6 +49,14 @@ SEAL_BATCH = 16 * 1024 * 1024
 INLINE_SEAL = 1024 * 1024
 """Files up to this size are cut inside the writer job that records their version:
 a few milliseconds of the writer's time instead of three trips to other threads."""
+NEAR_WINDOW = 2 * 1024 * 1024
+"""What a seal reads (and fills) at a time when the change is small: the cut most
+likely falls back in step at the end of the chunk it changed."""
+FILL_AT_ONCE = 6
+"""Base chunks fetched at once to fill a staging file's gaps."""
+
+NewChunk = tuple[str, bytes, str | None]
+"""A chunk a seal made: its id, content, and the base chunk it most likely edits."""
 
 
 @dataclass
@@ -50,8 +64,10 @@ class Staged:
     """A file being written: its staging file, who holds it and what it started from.
 
     ``base`` is the version whose block list describes the staging file outside
-    ``dirty``: the byte range written, cut off or added since (None: nothing), which
-    is all the next seal cuts again (``Recut``).
+    ``dirty``: the byte ranges written, cut off or added since (sorted, disjoint; at
+    most ``recut.MAX_RANGES``; None: nothing), which is all the next seal cuts again
+    (``Recut``). ``overlay`` says which bytes the
+    staging file holds and which are still the base's (``blocks``).
     """
 
     fd: int
@@ -59,59 +75,46 @@ class Staged:
     opens: int = 0
     modified: bool = False
     mtime: int = field(default_factory=time.time_ns)
-    dirty: tuple[int, int] | None = None
+    dirty: list[tuple[int, int]] | None = None
+    overlay: Overlay = field(init=False)
+    blocks: BlockMap = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.overlay = Overlay(self.base["size"])
+        self.blocks = BlockMap(self.base.get("blocks", []))
+
+    def wrote(self, lo: int, hi: int) -> None:
+        """Bytes ``[lo, hi)`` were written to the staging file."""
+        self.overlay.filled(lo, hi)
+        self.changed(lo, hi)
+
+    def resized(self, before: int, after: int) -> None:
+        """The staging file went from ``before`` to ``after`` bytes."""
+        self.overlay.truncated(after)
+        self.changed(min(before, after), max(before, after))
+
+    def rebase(self, base: Entry) -> None:
+        """A seal made ``base`` (of the staging file's content) the version it is on."""
+        self.base = base
+        self.blocks = BlockMap(base.get("blocks", []))
+        self.overlay.rebased(base["size"])
 
     def changed(self, lo: int, hi: int) -> None:
         """Bytes ``[lo, hi)`` were written (or the size moved between ``lo`` and ``hi``)."""
-        if self.dirty is not None:
-            lo, hi = min(lo, self.dirty[0]), max(hi, self.dirty[1])
-        self.dirty = (lo, hi)
+        if self.dirty is None:
+            self.dirty = []
+        add_range(self.dirty, lo, hi)
         self.modified, self.mtime = True, time.time_ns()
 
-    def take(self) -> tuple[int, int] | None:
+    def take(self) -> list[tuple[int, int]] | None:
         """What a seal starting now covers; changes made while it runs count anew."""
         dirty, self.dirty, self.modified = self.dirty, None, False
         return dirty
 
-    def give_back(self, dirty: tuple[int, int] | None) -> None:
+    def give_back(self, dirty: list[tuple[int, int]] | None) -> None:
         """A seal that failed: what it took is still to be sealed."""
-        self.changed(*(dirty or (0, 0)))
-
-
-class Recut:
-    """Which part of a file a seal cuts again, from the block list of the version the
-    staging file held before (``old``) and the range changed since (``dirty``).
-
-    FastCDC starts afresh at every cut point, so the chunks before the one holding the
-    first changed byte are kept as they are, and cutting resumes at that chunk's start
-    (the last chunk ends at the end of the file, not at a cut point, so an append cuts
-    it again). Past the last changed byte, once a new cut point falls on an old one,
-    the content and so every later cut point is the old one's: those blocks are kept
-    too. A 1-byte edit anywhere costs a chunk or two of cutting, and an append the
-    last chunk and the new bytes.
-    """
-
-    def __init__(self, old: list[list[Any]], dirty: tuple[int, int] | None, size: int) -> None:
-        self.old = old
-        starts = list(itertools.accumulate((length for _, length in old), initial=0))
-        lo, hi = dirty if dirty is not None else (0, max(size, starts[-1]))
-        self.first = max(0, min(bisect.bisect_right(starts, lo) - 1, len(old) - 1))
-        self.start = starts[self.first] if old else 0
-        # An old cut point (not the old end) at or past the change, inside both files.
-        self._resync = {
-            end: index + 1
-            for index, end in enumerate(starts[1:-1])
-            if end >= hi and end < size and end > self.start
-        }
-
-    def tail(self, end: int) -> int | None:
-        """The index of the first old block kept after a new chunk that ends at
-        ``end`` (a file offset), or None if cutting goes on."""
-        return self._resync.get(end)
-
-    def blocks(self, cut: list[list[Any]], tail: int | None) -> list[list[Any]]:
-        kept = self.old[tail:] if tail is not None else []
-        return self.old[: self.first] + cut + kept
+        for lo, hi in dirty or [(0, 0)]:
+            self.changed(lo, hi)
 
 
 class Stager:
@@ -148,44 +151,80 @@ class Stager:
         staged = self.staged.get(entry_id)
         return os.fstat(staged.fd).st_size if staged is not None else None
 
-    async def stage(self, entry: Entry, truncate: bool) -> Staged:
-        """The entry's staging file, made (and filled, unless truncating) if need be;
-        the caller holds the entry's lock."""
+    def stage(self, entry: Entry, truncate: bool) -> Staged:
+        """The entry's staging file, made if need be: sparse, of the entry's size,
+        nothing copied (emptied if truncating); the caller holds the entry's lock."""
         staged = self.staged.get(entry["id"])
         if staged is None:
             path = self.root / entry["id"]
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                if not truncate and entry["size"]:
-                    await self._fill(entry, fd)
+                os.ftruncate(fd, entry["size"])
             except BaseException:
                 os.close(fd)
                 path.unlink(missing_ok=True)
                 raise
             staged = self.staged[entry["id"]] = Staged(fd, entry)
-            if truncate:
-                staged.changed(0, entry["size"])
-        elif truncate:
-            staged.changed(0, os.fstat(staged.fd).st_size)
-            os.ftruncate(staged.fd, 0)
+        if truncate:
+            self.resize(staged, 0)
         staged.opens += 1
         return staged
 
-    async def _fill(self, entry: Entry, fd: int) -> None:
-        blocks = BlockMap(entry.get("blocks", []))
-        limit = trio.Semaphore(6)
+    def resize(self, staged: Staged, size: int) -> None:
+        before = os.fstat(staged.fd).st_size
+        os.ftruncate(staged.fd, size)
+        staged.resized(before, size)
+
+    async def fill(self, staged: Staged, lo: int, hi: int) -> None:
+        """Copy into the staging file the base's bytes of the chunks under ``[lo, hi)``
+        that it lacks (fetching only those chunks)."""
+        blocks = staged.blocks
+        wanted = [index for index in blocks.covering(lo, hi - lo)
+                  if staged.overlay.gaps(*_span(blocks, index))]
+        if not wanted:
+            return
+        limit = trio.Semaphore(FILL_AT_ONCE)
 
         async def one(index: int) -> None:
-            try:
+            async with limit:
                 data = await self.fetcher.get(blocks.ids[index])
-                await trio.to_thread.run_sync(os.pwrite, fd, data, blocks.starts[index])
-            finally:
-                limit.release()
+            if staged.blocks is not blocks or self.staged.get(staged.base["id"]) is not staged:
+                return  # sealed or dropped meanwhile: these are no longer its base's bytes
+            start = blocks.starts[index]
+            # No await from here on: a write cannot land between the gaps and the copy.
+            for glo, ghi in staged.overlay.gaps(*_span(blocks, index)):
+                os.pwrite(staged.fd, memoryview(data)[glo - start : ghi - start], glo)
+                staged.overlay.filled(glo, ghi)
 
         async with trio.open_nursery() as nursery:
-            for index in range(len(blocks.ids)):
-                await limit.acquire()
+            for index in wanted:
                 nursery.start_soon(one, index)
+
+    async def read(self, staged: Staged, offset: int, size: int) -> bytes | None:
+        """Bytes of the file being written: the staging file's, and the base's where
+        it has none; None if it was sealed and dropped meanwhile (the version has
+        them)."""
+        while True:
+            blocks = staged.blocks
+            base: list[tuple[int, bytes]] = []
+            for glo, ghi in staged.overlay.gaps(offset, offset + size):
+                base.append((glo, await read_blocks(self.fetcher, blocks, glo, ghi - glo)))
+            if staged.blocks is blocks:
+                break  # else a seal gave it a new base meanwhile: its gaps are others
+        if self.staged.get(staged.base["id"]) is not staged:
+            return None
+        # No await from here on. Gaps only shrink while the base stays: every gap now
+        # lies inside one read above.
+        data = os.pread(staged.fd, size, offset)
+        gaps = staged.overlay.gaps(offset, offset + len(data))
+        if not gaps:
+            return data
+        out = bytearray(data)
+        for glo, ghi in gaps:
+            at = bisect.bisect_right([start for start, _ in base], glo) - 1
+            start, piece = base[at]
+            out[glo - offset : ghi - offset] = piece[glo - start : ghi - start]
+        return bytes(out)
 
     def drop(self, entry_id: str) -> None:
         staged = self.staged.pop(entry_id, None)
@@ -193,12 +232,27 @@ class Stager:
             os.close(staged.fd)
         (self.root / entry_id).unlink(missing_ok=True)
 
+    async def discard(self, entry_id: str) -> None:
+        """``drop``, with the unlink in a worker thread: freeing the blocks of a large
+        staging file takes milliseconds. It is renamed first (at once), so a new
+        staging file of the entry is never the one unlinked; a crash leaves the
+        renamed file to the start-up sweep."""
+        staged = self.staged.pop(entry_id, None)
+        if staged is not None:
+            os.close(staged.fd)
+        trash = self.root / f".gone-{entry_id}-{os.urandom(4).hex()}"
+        try:
+            os.rename(self.root / entry_id, trash)
+        except FileNotFoundError:
+            return
+        await trio.to_thread.run_sync(os.unlink, trash)
+
     def drop_all(self) -> None:
         for entry_id in list(self.staged):
             self.drop(entry_id)
 
     async def seal(
-        self, staged: Staged, dirty: tuple[int, int] | None
+        self, staged: Staged, dirty: list[tuple[int, int]] | None
     ) -> tuple[list[list[Any]], int]:
         """Cut what changed of the staging file into chunks (``Recut``), cache the new
         ones as pending; the block list and size of the version it now holds. Cutting
@@ -206,26 +260,39 @@ class Stager:
         (the writer). Memory: at most three batches."""
         size = os.fstat(staged.fd).st_size
         recut = Recut(staged.base.get("blocks", []), dirty, size)
-        cut_blocks: list[list[Any]] = []
-        send, receive = trio.open_memory_channel[list[tuple[str, bytes]]](1)
+        near = all(hi - lo <= p.CDC_MAX for lo, hi in recut.ranges)
+
+        def ready(lo: int, hi: int) -> None:  # in the cutting thread
+            trio.from_thread.run(self.fill, staged, lo, hi)
+
+        segments: list[Segment] = []
+        send, receive = trio.open_memory_channel[list[NewChunk]](1)
 
         async def store() -> None:
             async with receive:
                 async for new in receive:
                     await self._store(new)
 
-        reader = Cutter(cut(staged.fd, recut.start, size), recut)
+        window = NEAR_WINDOW if near else WINDOW
+        first: int | None = recut.first
         async with trio.open_nursery() as nursery:
             nursery.start_soon(store)
             async with send:
-                while not reader.done:
-                    pieces, new = await trio.to_thread.run_sync(
-                        self._cut_some, staged.fd, reader
-                    )
-                    cut_blocks.extend([cid, length] for cid, length in pieces)
-                    if new:
-                        await send.send(new)
-        blocks = recut.blocks(cut_blocks, reader.tail)
+                while first is not None:  # a segment per changed stretch
+                    start = recut.start_of(first)
+                    reader = Cutter(cut(staged.fd, start, size, window, ready), recut)
+                    segment = Segment(first, [], None)
+                    while not reader.done:
+                        pieces, new = await trio.to_thread.run_sync(
+                            self._cut_some, staged, reader
+                        )
+                        segment.cut.extend([cid, length] for cid, length in pieces)
+                        if new:
+                            await send.send(new)
+                    segment.tail = reader.tail
+                    segments.append(segment)
+                    first = recut.resume(reader.tail) if reader.tail is not None else None
+        blocks = recut.blocks(segments)
         return blocks, sum(length for _, length in blocks)
 
     def small(self, staged: Staged) -> bool:
@@ -240,65 +307,61 @@ class Stager:
         for piece in cut_bytes(data):
             content = data[piece.offset : piece.offset + piece.length]
             if self.cache.chunks.meta(txn, piece.id) is None:  # this transaction's view
-                self.cache.chunks.put(txn, piece.id, content, pending=True)
+                base = _replaced(staged.blocks, piece.offset, piece.length)
+                self.cache.chunks.put(txn, piece.id, content, pending=True, base=base)
             blocks.append([piece.id, piece.length])
         return blocks, len(data)
 
     def _cut_some(
-        self, fd: int, reader: Cutter
-    ) -> tuple[list[tuple[str, int]], list[tuple[str, bytes]]]:
+        self, staged: Staged, reader: Cutter
+    ) -> tuple[list[tuple[str, int]], list[NewChunk]]:
         """The next chunks, up to ``SEAL_BATCH`` bytes (in a worker thread): every
         ``(id, length)``, and the content of those the cache lacks. Everything large
         here runs with the GIL released (reading, cutting, hashing; a new chunk's
         content is read again rather than copied): a seal leaves FUSE requests on
         the event loop alone."""
         pieces: list[tuple[str, int]] = []
-        new: list[tuple[str, bytes]] = []
+        new: list[NewChunk] = []
         held = 0
         for offset, view in reader:
             cid = p.chunk_id(view)
             pieces.append((cid, len(view)))
             held += len(view)
             if not self.cache.chunks.has(cid):
-                new.append((cid, os.pread(fd, len(view), offset)))
+                data = os.pread(staged.fd, len(view), offset)
+                new.append((cid, data, _replaced(staged.blocks, offset, len(view))))
             if held >= SEAL_BATCH:
                 break
         return pieces, new
 
-    async def _store(self, pieces: list[tuple[str, bytes]]) -> None:
+    async def _store(self, pieces: list[NewChunk]) -> None:
         # A chunk already cached came from the server or went to it: only new content
         # waits for upload. Durable with the version's record (the next flush).
         if not pieces:
             return
 
         def put(txn: Txn) -> None:
-            for cid, data in pieces:
-                self.cache.chunks.put(txn, cid, data, pending=True)
+            for cid, data, base in pieces:
+                self.cache.chunks.put(txn, cid, data, pending=True, base=base)
 
         await self.writer.write(put)
 
 
-class Cutter:
-    """The chunks of a ``Recut``, ``(offset, data)`` as ``chunking.cut`` gives them,
-    until the cut falls back on the old cut points (``tail``) or the file ends
-    (``done``)."""
+def _replaced(blocks: BlockMap, offset: int, length: int) -> str | None:
+    """The base's chunk a new chunk at ``[offset, offset+length)`` most overlaps (the
+    last one for bytes past its end): what the new one is most likely an edit of."""
+    if not blocks.ids:
+        return None
+    best, most = None, 0
+    for index in blocks.covering(min(offset, blocks.size - 1), max(length, 1)):
+        lo, hi = _span(blocks, index)
+        overlap = min(hi, offset + length) - max(lo, offset)
+        if best is None or overlap > most:
+            best, most = blocks.ids[index], overlap
+    return best
 
-    def __init__(self, stream: Iterator[tuple[int, memoryview]], recut: Recut) -> None:
-        self.stream = stream
-        self.recut = recut
-        self.at = recut.start
-        self.tail: int | None = None
-        self.done = False
 
-    def __iter__(self) -> Iterator[tuple[int, memoryview]]:
-        if self.done:
-            return
-        for offset, view in self.stream:
-            self.at = offset + len(view)
-            self.tail = self.recut.tail(self.at)
-            if self.tail is not None:
-                self.done = True
-            yield offset, view
-            if self.done:
-                return
-        self.done = True
+def _span(blocks: BlockMap, index: int) -> tuple[int, int]:
+    start = blocks.starts[index]
+    end = blocks.starts[index + 1] if index + 1 < len(blocks.starts) else blocks.size
+    return start, end

@@ -34,6 +34,7 @@ from backend.tasks import for_each
 from cache.env import Writer
 from cache.records import Batch
 from cache.store import Cache
+from fs.deltas import Delta, bases_held, delta_for, put_chunk
 from fs.follower import Follower
 from fs.link import Link
 from fs.replica import Replica, ViewChange
@@ -170,27 +171,31 @@ class Uploader:
         """Upload these chunks from the cache, small ones in packs; the ids of any the
         cache lacks."""
         lost: list[str] = []
+        groups = packs(missing, sizes)
+        bases = await bases_held(self.client, self.cache, [g[0] for g in groups if len(g) == 1])
 
-        def read(group: list[str]) -> list[tuple[str, bytes]]:
-            found: list[tuple[str, bytes]] = []
+        def read(group: list[str]) -> list[tuple[str, bytes, Delta | None]]:
+            found: list[tuple[str, bytes, Delta | None]] = []
             for cid in group:
                 data = self.cache.chunks.get(cid)
                 if data is None:
                     log.error("chunk %s is gone from the cache before its upload", cid)
                     lost.append(cid)
                 else:
-                    found.append((cid, data))
+                    found.append((cid, data, delta_for(self.cache, bases.get(cid), data)
+                                  if len(group) == 1 else None))
             return found
 
         async def send(group: list[str]) -> None:
-            # Copying megabytes out of the cache holds the GIL: not on the event loop.
+            # Copying megabytes out of the cache holds the GIL: not on the event loop;
+            # so does making a delta. A chunk alone may go as a delta (``fs.deltas``).
             found = await trio.to_thread.run_sync(read, group)
             if len(found) == 1:
-                await self.client.put_chunk(*found[0])
+                await put_chunk(self.client, *found[0])
             elif found:
-                await self.client.put_chunks(found)
+                await self.client.put_chunks([(cid, data) for cid, data, _ in found])
 
-        await for_each(packs(missing, sizes), send, WORKERS)
+        await for_each(groups, send, WORKERS)
         return lost
 
 

@@ -22,10 +22,12 @@ import httpx
 import pytest
 import trio
 
+from backend import delta
 from backend import protocol as p
 from backend.client import Client
 from backend.errors import Conflict, LoftError, MissingChunks, NotFound, Unauthorized
 from backend.server.auth import hash_password
+from backend.server.blocks import open_block_store
 from backend.server.main import open_metadata
 from backend.server.metadata import MetadataStore
 from tests.conftest import PASSWORD, Device, Server
@@ -575,6 +577,61 @@ async def test_a_pack_with_one_wrong_chunk_stores_nothing(acct: Account) -> None
     async with acct.client() as c:
         ids = [p.chunk_id(d) for d in good]
         assert await c.missing(ids) == ids
+
+
+async def held(server: Server, cid: str) -> bool:
+    """Whether the server's block store holds the chunk, asked of the store itself."""
+    blocks = open_block_store(server.stores.blocks, server.stores.data)
+    try:
+        return await blocks.has(cid)
+    finally:
+        await blocks.close()
+
+
+def edited_chunk() -> tuple[bytes, bytes]:
+    """A 1 MiB chunk and the same with one byte changed in the middle."""
+    base = os.urandom(1 << 20)
+    return base, base[: 1 << 19] + b"!" + base[(1 << 19) + 1 :]
+
+
+async def test_a_chunk_sent_as_a_delta_is_rebuilt_and_stored_whole(acct: Account) -> None:
+    base, target = edited_chunk()
+    change = delta.encode(base, target)
+    assert len(change) < 64 * 1024
+    cid = p.chunk_id(target)
+    async with acct.client() as c:
+        [base_id, _] = await upload(c, base)
+        assert await c.put_chunk_delta(cid, base_id, change) is True
+        assert await c.missing([cid]) == []
+        assert await c.get_chunk(cid) == target
+        assert await c.put_chunk_delta(cid, base_id, change) is False  # idempotent
+
+
+async def test_refused_deltas_are_4xx_and_store_nothing(
+    acct: Account, new_account: NewAccount
+) -> None:
+    """A malformed delta (400), a base the user cannot read (404, as for GET) and a
+    result that is not the id (422): each stores nothing."""
+    base, target = edited_chunk()
+    cid = p.chunk_id(target)
+    good = delta.encode(base, target)
+    other = await new_account()
+    async with acct.client() as c, other.client() as o:
+        [base_id, _] = await upload(c, base)
+        [foreign, _] = await upload(o, os.urandom(1 << 20))  # another user's chunk
+        cases = [
+            (base_id, good[:-7], 400, "bad_delta"),
+            (base_id, b"LD\x09" + good[3:], 400, "bad_delta"),
+            (foreign, good, 404, "not_found"),
+            (p.chunk_id(b"never stored"), good, 404, "not_found"),
+            (base_id, delta.encode(base, target[:-1] + b"?"), 422, "hash_mismatch"),
+        ]
+        for against, change, status, code in cases:
+            response = await raw(acct.server, "PUT", f"/chunks/{cid}/delta/{against}",
+                                 acct.token, content=change)
+            refused(response, status, code)
+            assert await c.missing([cid]) == [cid], code
+            assert not await held(acct.server, cid), code
 
 
 async def test_malformed_or_oversized_packs_are_400_and_store_nothing(acct: Account) -> None:

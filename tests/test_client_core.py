@@ -9,6 +9,7 @@ the batch the uploader would send, and ``fs.fsck``.
 
 from __future__ import annotations
 
+import itertools
 import random
 import tempfile
 from collections.abc import Iterator
@@ -26,8 +27,8 @@ from cache.store import Cache
 from fs.conflicts import conflicted_name
 from fs.content import READ_AHEAD, ReadAhead
 from fs.fsck import check
+from fs.recut import MAX_RANGES, Cutter, Recut, Segment, add_range
 from fs.replica import Replica
-from fs.staging import Cutter, Recut
 
 DATA = {n: bytes([n]) * (10 * n) for n in (1, 2, 3)}
 B1, B2, B3 = ([[p.chunk_id(DATA[n]), len(DATA[n])]] for n in (1, 2, 3))
@@ -316,21 +317,28 @@ def _cut_all(data: bytes) -> list[list[Any]]:
 
 
 def _recut(
-    old: list[list[Any]], dirty: tuple[int, int], data: bytes
+    old: list[list[Any]], dirty: list[tuple[int, int]], data: bytes
 ) -> tuple[list[list[Any]], int]:
     """The block list a seal makes of ``data``, and how many bytes it cut again."""
     recut = Recut(old, dirty, len(data))
+    segments: list[Segment] = []
     with tempfile.TemporaryFile() as f:
         f.write(data)
         f.flush()
-        cutter = Cutter(cut(f.fileno(), recut.start, len(data)), recut)
-        pieces: list[list[Any]] = [[p.chunk_id(chunk), len(chunk)] for _, chunk in cutter]
-    return recut.blocks(pieces, cutter.tail), sum(length for _, length in pieces)
+        first: int | None = recut.first
+        while first is not None:
+            cutter = Cutter(cut(f.fileno(), recut.start_of(first), len(data)), recut)
+            pieces = [[p.chunk_id(chunk), len(chunk)] for _, chunk in cutter]
+            segments.append(Segment(first, pieces, cutter.tail))
+            first = recut.resume(cutter.tail) if cutter.tail is not None else None
+    cut_again = sum(length for segment in segments for _, length in segment.cut)
+    return recut.blocks(segments), cut_again
 
 
 @pytest.mark.parametrize(
     "edit",
-    ["overwrite_middle", "overwrite_start", "append", "truncate", "extend", "rewrite_all"],
+    ["overwrite_middle", "overwrite_start", "append", "truncate", "extend", "rewrite_all",
+     "scattered", "scattered_and_append", "scattered_and_truncate"],
 )
 def test_a_seal_cuts_only_around_the_change_and_makes_the_blocks_a_full_cut_makes(
     edit: str,
@@ -340,31 +348,61 @@ def test_a_seal_cuts_only_around_the_change_and_makes_the_blocks_a_full_cut_make
     old = _cut_all(old_data)
     data = bytearray(old_data)
     size = len(data)
+    dirty: list[tuple[int, int]] = []
     if edit == "overwrite_middle":
         data[size // 2] ^= 0xFF
-        dirty = (size // 2, size // 2 + 1)
+        add_range(dirty, size // 2, size // 2 + 1)
     elif edit == "overwrite_start":
         data[0:4096] = rng.randbytes(4096)
-        dirty = (0, 4096)
+        add_range(dirty, 0, 4096)
     elif edit == "append":
         data += rng.randbytes(4096)
-        dirty = (size, size + 4096)
+        add_range(dirty, size, size + 4096)
     elif edit == "truncate":
         del data[size // 3 :]
-        dirty = (size // 3, size)
+        add_range(dirty, size // 3, size)
     elif edit == "extend":
         data += bytes(5 * 1024 * 1024)
-        dirty = (size, len(data))
-    else:
+        add_range(dirty, size, len(data))
+    elif edit == "rewrite_all":
         data = bytearray(rng.randbytes(size))
-        dirty = (0, size)
+        add_range(dirty, 0, size)
+    else:  # writes here and there (some next to each other, some at cut points)
+        ends = list(itertools.accumulate(length for _, length in old))
+        for offset in [rng.randrange(size) for _ in range(6)] + ends[3:5] + [ends[9] - 1]:
+            piece = rng.randbytes(rng.randint(1, 3000))
+            data[offset : offset + len(piece)] = piece
+            add_range(dirty, offset, offset + len(piece))
+        if edit == "scattered_and_append":
+            add_range(dirty, len(data), len(data) + 5000)
+            data += rng.randbytes(5000)
+        elif edit == "scattered_and_truncate":
+            add_range(dirty, size // 2, len(data))
+            del data[size // 2 :]
     blocks, cut_again = _recut(old, dirty, bytes(data))
     assert blocks == _cut_all(bytes(data))
-    small_edit = edit in ("overwrite_middle", "overwrite_start", "append")
-    if small_edit:  # a chunk or two, whatever the file's size
+    if edit in ("overwrite_middle", "overwrite_start", "append"):  # a chunk or two
         assert cut_again <= 2 * p.CDC_MAX, cut_again
     elif edit == "truncate":  # from the chunk holding the new end
         assert cut_again <= p.CDC_MAX
+    elif edit == "scattered":  # a chunk or two around each write, not all between
+        assert cut_again <= 9 * 2 * p.CDC_MAX, cut_again
+        assert cut_again < size // 2, cut_again
+
+
+def test_changed_ranges_merge_what_touches_and_stay_bounded() -> None:
+    ranges: list[tuple[int, int]] = []
+    for lo, hi in ((10, 20), (30, 40), (20, 25), (5, 6), (39, 50)):
+        add_range(ranges, lo, hi)
+    assert ranges == [(5, 6), (10, 25), (30, 50)]
+    added = [(1000 + index * (10 + index % 7), 1001 + index * (10 + index % 7))
+             for index in range(MAX_RANGES * 2)]
+    for lo, hi in added:
+        add_range(ranges, lo, hi)
+    assert len(ranges) == MAX_RANGES
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges)), ranges
+    for lo, hi in [(5, 6), (10, 25), (30, 50), *added]:  # each still covered
+        assert any(start <= lo and hi <= end for start, end in ranges), (lo, hi)
 
 
 def test_read_ahead_grows_while_a_reader_is_sequential_and_closes_when_it_jumps() -> None:

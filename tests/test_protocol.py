@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,23 +106,38 @@ def test_plan_file_equals_cut_bytes_of_the_content(
     assert plan_file(path) == cut_bytes(data)
 
 
-def test_a_cut_from_any_chunk_boundary_gives_the_cuts_of_the_whole_file(
-    tmp_path: Path,
+def told_by(into: list[tuple[int, int]]) -> Callable[[int, int], None]:
+    def ready(lo: int, hi: int) -> None:
+        into.append((lo, hi))
+
+    return ready
+
+
+@pytest.mark.parametrize("window", [100 * 1024 + 1, MiB, 2 * MiB + 7, p.CDC_MAX + 1, WINDOW])
+def test_a_cut_from_any_chunk_boundary_in_any_window_gives_the_cuts_of_the_whole_file(
+    tmp_path: Path, window: int
 ) -> None:
-    # Several read windows, with a repeated stretch so that some chunks recur.
-    rng = random.Random(7)
-    part = rng.randbytes(9 * MiB)
-    data = part + rng.randbytes(5 * MiB) + part + rng.randbytes(3 * MiB + 12345)
-    assert len(data) > WINDOW + p.CDC_MAX  # at least two windows
+    """A chunk is taken only if it ends before the end of what was read; the one
+    that reaches it is cut again from the next read, and a read in which no chunk
+    ends is doubled: so any window gives the cuts of the whole file from any of its
+    cut points, and ``ready`` is told of every byte before it is read."""
+    rng = random.Random(window)
+    part = rng.randbytes(9 * MiB)  # repeated: some chunks recur; zeros: max-size cuts
+    data = part + bytes(5 * MiB) + part + rng.randbytes(3 * MiB + 12345)
+    assert len(data) > WINDOW + p.CDC_MAX  # at least two of the largest windows
     whole = cut_bytes(data)
     path = tmp_path / "file.bin"
     path.write_bytes(data)
     with path.open("rb") as f:
         for first in (0, 1, len(whole) // 2, len(whole) - 1):
             start = whole[first].offset
-            got = [Piece(offset, len(chunk), p.chunk_id(chunk))
-                   for offset, chunk in cut(f.fileno(), start, len(data))]
+            told: list[tuple[int, int]] = []
+            pieces = cut(f.fileno(), start, len(data), window, told_by(told))
+            got = [Piece(offset, len(chunk), p.chunk_id(chunk)) for offset, chunk in pieces]
             assert got == whole[first:]
+            assert told[0][0] == start
+            assert told[-1][1] == len(data)
+            assert all(b <= len(data) for _, b in told)
 
 
 def test_a_cut_of_a_file_that_shrank_meanwhile_fails_loudly(tmp_path: Path) -> None:
@@ -200,7 +216,7 @@ def test_decode_map_returns_maps_with_string_keys(value: dict[str, Any]) -> None
 
 name_chars = st.characters(exclude_categories=["Cs"], exclude_characters="/\0")
 valid_names = st.text(name_chars, min_size=1, max_size=80).filter(
-    lambda s: s not in (".", "..") and len(s.encode()) <= p.MAX_NAME_BYTES
+    lambda s: s not in (".", "..", p.VERSIONS) and len(s.encode()) <= p.MAX_NAME_BYTES
 )
 
 
@@ -338,6 +354,7 @@ PERMANENT = {
     errors.BadRequest: True,
     errors.NameTooLong: True,
     errors.CrossShare: True,
+    errors.BadDelta: True,
     errors.HashMismatch: True,
     errors.Unauthorized: True,
     errors.Forbidden: True,

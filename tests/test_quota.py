@@ -24,13 +24,21 @@ from backend import protocol as p
 from backend.client import Client
 from backend.server import quota
 from backend.server.auth import hash_password
-from backend.server.blocks import open_block_store
 from backend.server.main import open_metadata
 from backend.server.metadata import MetadataStore
 from tests.conftest import PASSWORD, NewMount, Server, free_port, loft, login
 from tests.devices import drained, server_tree, status, write_random
 from tests.polling import pending
-from tests.test_api import Account, create, mkdir, raw, refused, unchanged, upload
+from tests.test_api import (
+    Account,
+    create,
+    held,
+    mkdir,
+    raw,
+    refused,
+    unchanged,
+    upload,
+)
 
 KIB = 1024
 _names = itertools.count()
@@ -55,15 +63,6 @@ async def account(server: Server, store: MetadataStore, limit: int | None) -> Ac
 async def storage(c: Client) -> tuple[int, int | None]:
     me = await c.whoami()
     return int(me["usage"]), me["quota"]
-
-
-async def held(server: Server, cid: str) -> bool:
-    """Whether the server's block store holds the chunk, asked of the store itself."""
-    blocks = open_block_store(server.stores.blocks, server.stores.data)
-    try:
-        return await blocks.has(cid)
-    finally:
-        await blocks.close()
 
 
 async def test_an_upload_over_quota_is_refused_and_nothing_is_stored(

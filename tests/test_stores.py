@@ -127,6 +127,21 @@ async def test_ids_lists_exactly_the_stored_chunks(blocks: BlockStore) -> None:
     assert sorted(await stored_ids(blocks)) == sorted(cid for cid, _ in chunks)
 
 
+async def test_a_pack_put_at_once_stores_each_chunk_whole_once(
+    blocks: BlockStore, tmp_path: Path
+) -> None:
+    """``put_many``: every chunk of a pack readable, one already held left alone, no
+    temporary file left behind, and a repeat harmless."""
+    chunks = [sealed_chunk(os.urandom(100 + n * 997)) for n in range(40)]
+    await blocks.put(*chunks[3])
+    await blocks.put_many(chunks)
+    await blocks.put_many(chunks[:5])
+    for cid, sealed in chunks:
+        assert await blocks.get(cid) == sealed
+    assert sorted(await stored_ids(blocks)) == sorted(cid for cid, _ in chunks)
+    assert not await trio.to_thread.run_sync(lambda: list(tmp_path.rglob(".tmp-*")))
+
+
 async def test_a_reopened_store_still_holds_its_chunks(blocks: BlockStore, tmp_path: Path) -> None:
     cid, sealed = sealed_chunk(os.urandom(3000))
     await blocks.put(cid, sealed)

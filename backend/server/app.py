@@ -21,6 +21,10 @@ PUT  /v1/chunks/{id}  (raw body)            {stored}: new to this user; 422 if t
 POST /v1/chunks {chunks: [[id, content]]}   {stored}: how many were new to this user; a
                                             pack of small chunks, all or nothing (422
                                             {index} if one's content is not its id)
+PUT  /v1/chunks/{id}/delta/{base}           {stored}: the chunk rebuilt from the delta in
+     (raw body: ``backend.delta``)          the body and chunk base; 404 if the user
+                                            cannot read base, 400 bad_delta, 422 if the
+                                            result is not id (each stores nothing)
 GET  /v1/chunks/{id}                        raw content; 404 unless visible to the user
 POST /v1/ns/{ns}/commit {ops}               {seq, head, results}; 409 with the current
                                             entry on a stale base; 412 {missing}
@@ -98,7 +102,7 @@ from backend.server.http import (
     read_body,
     state_of,
 )
-from backend.server.ingest import store_chunks
+from backend.server.ingest import store_chunks, store_delta
 from backend.server.web.routes import routes as web_routes
 
 log = logging.getLogger("loft.server")
@@ -146,6 +150,15 @@ async def put_chunk(request: Request, caller: Caller) -> Response:
         raise BadRequest("a chunk may not be empty")
     state = state_of(request)
     new = await store_chunks(state.blocks, state.metadata, caller.user_id, [(cid, data)])
+    return cbor({"stored": bool(new)}, 201 if new else 200)
+
+
+@authenticated
+async def put_chunk_delta(request: Request, caller: Caller) -> Response:
+    cid, base = cid_param(request), cid_param(request, "base")
+    change = await read_body(request, p.MAX_CHUNK + 64 * 1024)
+    state = state_of(request)
+    new = await store_delta(state.blocks, state.metadata, caller.user_id, cid, base, change)
     return cbor({"stored": bool(new)}, 201 if new else 200)
 
 
@@ -293,6 +306,7 @@ def create_app(state: ServerState) -> Starlette:
             Route(f"{v}/chunks/missing", missing_chunks, methods=["POST"]),
             Route(f"{v}/chunks", put_chunks, methods=["POST"]),
             Route(f"{v}/chunks/{{cid}}", put_chunk, methods=["PUT"]),
+            Route(f"{v}/chunks/{{cid}}/delta/{{base}}", put_chunk_delta, methods=["PUT"]),
             Route(f"{v}/chunks/{{cid}}", get_chunk, methods=["GET"]),
             Route(f"{v}/ns/{{ns}}/commit", commit, methods=["POST"]),
             Route(f"{v}/ns/{{ns}}/changes", changes, methods=["GET"]),

@@ -38,6 +38,11 @@ class BlockStore(Protocol):
         """Store durably: when this returns the chunk survives a crash."""
         ...
 
+    async def put_many(self, chunks: list[tuple[str, bytes]]) -> None:
+        """``put`` of many chunks (a pack of small ones): when this returns every one
+        survives a crash; a crash before leaves each whole or absent."""
+        ...
+
     async def get(self, cid: str) -> bytes | None:
         """The sealed bytes of a chunk, or None if it is not stored."""
         ...

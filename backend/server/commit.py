@@ -42,8 +42,7 @@ changed); one mkdir in a folder at depth 10 costs 12."""
 _ANCESTORS = """
     WITH RECURSIVE up(id, parent, depth) AS (
         SELECT id, parent, 0 FROM entries WHERE ns = ? AND id = ?
-        UNION ALL
-        SELECT e.id, e.parent, up.depth + 1 FROM entries e JOIN up ON e.id = up.parent
+        UNION ALL SELECT e.id, e.parent, up.depth + 1 FROM entries e JOIN up ON e.id = up.parent
         WHERE e.ns = ? AND up.depth < ?
     ) SELECT id FROM up ORDER BY depth
 """

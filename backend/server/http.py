@@ -178,8 +178,8 @@ def ns_param(request: Request) -> int:
     return int(raw)
 
 
-def cid_param(request: Request) -> str:
-    cid = request.path_params["cid"]
+def cid_param(request: Request, name: str = "cid") -> str:
+    cid = request.path_params[name]
     if not p.is_chunk_id(cid):
         raise BadRequest("not a chunk id (64 lowercase hex characters)")
     return str(cid)

@@ -18,6 +18,10 @@ import trio
 
 from backend.errors import StoreError
 from backend.server.blocks import Stored
+from backend.tasks import for_each
+
+PUT_MANY_WORKERS = 8
+"""Objects of one ``put_many`` stored at once."""
 
 _PREFIX = "chunks/"
 
@@ -69,6 +73,14 @@ class S3BlockStore:
             self._s3.put_object(Bucket=self.bucket, Key=self._key(cid), Body=sealed)
 
         await self._call(work, f"store chunk {cid}")
+
+    async def put_many(self, chunks: list[tuple[str, bytes]]) -> None:
+        """Each object is durable once stored: a few at a time."""
+
+        async def one(chunk: tuple[str, bytes]) -> None:
+            await self.put(*chunk)
+
+        await for_each(chunks, one, PUT_MANY_WORKERS)
 
     async def get(self, cid: str) -> bytes | None:
         def work() -> bytes | None:

@@ -1,21 +1,23 @@
 """Small edits to large files: what they cost in a Loft mount, beside the same edit to a
-small file in the same mount and on local disk.
+small file in the same mount, on local disk and on the in-memory pyfuse3 filesystem
+(``tools.bench.memfs``), all measured in the same run.
 
     python -m tools.bench.edits [--size-mib 1024] [--small-kib 1024] [--appends 100]
 
 Device A of a fresh embedded-default server mounts the workspace. A SMALL and a SIZE
 file of random bytes are written, closed and uploaded first; then, for each of them,
-on local disk and in the mount:
+on local disk, on memfs and in the mount:
 
 * ``append+fsync``: the file opened for appending, then APPENDS times: write 4 KiB and
   ``fsync``; the p50 and the max of one append with its fsync;
 * ``overwrite 1 byte``: ``open`` for writing, ``pwrite`` of one byte in the middle,
   ``close``: the seconds until ``close`` returns;
 
-and in the mount only, the bytes the server stored for the overwrite (the growth of
-its chunk directory once A has nothing pending; the content is random, so chunks are
-stored as they are). Last, ``insert 1 byte``: a 64 MiB file rewritten whole with one
-byte in front (as an editor saves), and the bytes the server stored for that.
+and in the mount only, the bytes A uploaded for the overwrite (chunk content and
+deltas sent, from its ``status.json``) and the bytes the server stored for it (the
+growth of its chunk directory once A has nothing pending; the content is random, so
+chunks are stored as they are). Last, ``insert 1 byte``: a 64 MiB file rewritten whole
+with one byte in front (as an editor saves), and the bytes uploaded and stored for it.
 
 Prints each figure for both sizes and the ratio large / small in the mount (the cost
 of a small edit should not grow with the file). Everything is unmounted, stopped and
@@ -34,12 +36,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools.bench.latency import uploaded_since
-from tools.bench.mount import BenchError, Device, step, wait_for
+from tools.bench.mount import BenchError, Device, memfs_mounted, step, wait_for
 from tools.localserver import LocalServer, Stores
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -56,6 +58,7 @@ class Figures:
     append_max: dict[int, float] = field(default_factory=dict)
     overwrite: dict[int, float] = field(default_factory=dict)
     stored: dict[int, int] = field(default_factory=dict)
+    uploaded: dict[int, int] = field(default_factory=dict)
 
 
 def write_random(path: Path, size: int, seed: int) -> None:
@@ -100,18 +103,30 @@ def stored_bytes(chunks: Path) -> int:
     return sum(f.stat().st_size for f in chunks.rglob("*") if f.is_file())
 
 
+def uploaded_bytes(device: Device) -> int:
+    """What the mount has uploaded since it started, from a status written from now on."""
+    now = time.time_ns()
+    wait_for(lambda: device.status(now) is not None, 10, "a fresh status")
+    status = device.status(now) or {}
+    value = status.get("uploaded_bytes", 0)
+    return value if isinstance(value, int) else 0
+
+
 @contextlib.contextmanager
-def measured_upload(device: Device, chunks: Path, into: dict[int, int], key: int) -> Iterator[None]:
-    """Bytes the server stores for what the block does, once the device has sent it."""
+def measured_upload(device: Device, chunks: Path, figures: Figures, key: int) -> Iterator[None]:
+    """Bytes the device uploads and the server stores for what the block does, once
+    the device has sent it."""
     before = stored_bytes(chunks)
+    sent = uploaded_bytes(device)
     yield
     closed = time.time_ns()
     wait_for(uploaded_since(device, closed), UPLOAD_TIMEOUT, "the upload", every=0.05)
-    into[key] = stored_bytes(chunks) - before
+    figures.stored[key] = stored_bytes(chunks) - before
+    figures.uploaded[key] = uploaded_bytes(device) - sent
 
 
 def on_disk(root: Path, sizes: list[int], count: int) -> Figures:
-    """The baseline: the same edits to files on local disk."""
+    """A baseline: the same edits to files on local disk, or on memfs."""
     figures = Figures()
     for size in sizes:
         path = root / f"file-{size}"
@@ -123,29 +138,65 @@ def on_disk(root: Path, sizes: list[int], count: int) -> Figures:
     return figures
 
 
+@contextlib.contextmanager
+def one_device(work: Path) -> Iterator[tuple[LocalServer, Device]]:
+    """A fresh embedded-default server under ``work`` with device A of user "bench"
+    mounted, for the block; unmounted and stopped after."""
+    server = LocalServer(Stores(work / "server" / "data"))
+    a = Device("A", work / "home-a", work / "mnt-a")
+    try:
+        with step("loft: a server and device A"):
+            server.start()
+            server.add_user("bench")
+            server.login("bench", a.home, device="A")
+            a.mount()
+        yield server, a
+    finally:
+        a.unmount()
+        server.stop()
+
+
+def cleanup(what: str, fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception as exc:
+        print(f"bench.edits: cleanup: {what}: {exc}", file=sys.stderr)
+
+
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:9.1f} ms"
 
 
-def report(local: Figures, loft: Figures, sizes: list[int], insert: tuple[float, int]) -> None:
+def report(
+    local: Figures, memfs: Figures, loft: Figures, sizes: list[int], insert: tuple[float, Figures]
+) -> None:
     small, large = sizes
     name = {small: f"{small // KiB} KiB", large: f"{large // MiB} MiB"}
-    print(f"\n{'figure':34} {'file':>9} {'local disk':>12} {'loft':>12}")
+    blank = ""
+    print(f"\n{'figure':34} {'file':>9} {'local disk':>12} {'memfs':>12} {'loft':>12}"
+          f" {'loft/memfs':>11}")
     rows = [
-        ("append 4 KiB + fsync, p50", local.append_p50, loft.append_p50),
-        ("append 4 KiB + fsync, max", local.append_max, loft.append_max),
-        ("overwrite 1 byte mid-file, close", local.overwrite, loft.overwrite),
+        ("append 4 KiB + fsync, p50", "append_p50"),
+        ("append 4 KiB + fsync, max", "append_max"),
+        ("overwrite 1 byte mid-file, close", "overwrite"),
     ]
-    for label, here, there in rows:
+    for label, attr in rows:
+        here, mem, there = (getattr(f, attr) for f in (local, memfs, loft))
         for size in sizes:
-            print(f"{label:34} {name[size]:>9} {fmt_ms(here[size]):>12} {fmt_ms(there[size]):>12}")
-        print(f"{'':34} {'ratio':>9} {'':>12} {there[large] / there[small]:11.2f}x")
-    for size in sizes:
-        print(f"{'bytes stored for the overwrite':34} {name[size]:>9} {'':>12}"
-              f" {loft.stored[size] / KiB:9.1f} KiB")
-    seconds, stored = insert
-    print(f"{'insert 1 byte at the start, save':34} {'64 MiB':>9} {'':>12} {fmt_ms(seconds):>12}")
-    print(f"{'bytes stored for the insert':34} {'64 MiB':>9} {'':>12} {stored / KiB:9.1f} KiB")
+            print(f"{label:34} {name[size]:>9} {fmt_ms(here[size]):>12} {fmt_ms(mem[size]):>12}"
+                  f" {fmt_ms(there[size]):>12} {there[size] / mem[size]:10.1f}x")
+        print(f"{blank:34} {'large/small':>9} {blank:>12} {blank:>12}"
+              f" {there[large] / there[small]:11.2f}x")
+    for what, values in (("uploaded", loft.uploaded), ("stored", loft.stored)):
+        for size in sizes:
+            print(f"{'bytes ' + what + ' for the overwrite':34} {name[size]:>9} {blank:>12}"
+                  f" {blank:>12} {values[size] / KiB:8.1f} KiB")
+    seconds, inserted = insert
+    print(f"{'insert 1 byte at the start, save':34} {'64 MiB':>9} {blank:>12} {blank:>12}"
+          f" {fmt_ms(seconds):>12}")
+    for what, values in (("uploaded", inserted.uploaded), ("stored", inserted.stored)):
+        print(f"{'bytes ' + what + ' for the insert':34} {'64 MiB':>9} {blank:>12} {blank:>12}"
+              f" {values[0] / KiB:8.1f} KiB")
 
 
 def main() -> None:
@@ -160,14 +211,12 @@ def main() -> None:
         with step("local disk"):
             (work / "local").mkdir()
             local = on_disk(work / "local", sizes, args.appends)
-        server = LocalServer(Stores(work / "server" / "data"))
-        a = Device("A", work / "home-a", work / "mnt-a")
-        try:
-            with step("loft: a server and device A"):
-                server.start()
-                server.add_user("bench")
-                server.login("bench", a.home, device="A")
-                a.mount()
+            shutil.rmtree(work / "local")
+        (work / "mnt-memfs").mkdir()
+        with memfs_mounted(work / "mnt-memfs", work / "memfs.log", cleanup) as _, \
+                step("memfs"):
+            memfs = on_disk(work / "mnt-memfs", sizes, args.appends)
+        with one_device(work) as (server, a):
             chunks = server.stores.data / "chunks"
             loft = Figures()
 
@@ -184,22 +233,19 @@ def main() -> None:
                     loft.append_p50[size] = statistics.median(times)
                     loft.append_max[size] = max(times)
                     settled(path)
-                    with measured_upload(a, chunks, loft.stored, size):
+                    with measured_upload(a, chunks, loft, size):
                         loft.overwrite[size] = overwrite(path)
             with step("loft: a byte inserted at the start of a 64 MiB file"):
                 path = a.mountpoint / "insert"
                 write_random(path, INSERT_FILE, seed=64)
                 settled(path)
                 data = path.read_bytes()
-                inserted: dict[int, int] = {}
+                inserted = Figures()
                 with measured_upload(a, chunks, inserted, 0):
                     start = time.perf_counter()
                     path.write_bytes(b"!" + data)
                     seconds = time.perf_counter() - start
-        finally:
-            a.unmount()
-            server.stop()
-        report(local, loft, sizes, (seconds, inserted[0]))
+        report(local, memfs, loft, sizes, (seconds, inserted))
     except BenchError as exc:
         print(f"bench.edits: {exc}", file=sys.stderr)
         sys.exit(1)

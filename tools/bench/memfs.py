@@ -11,7 +11,7 @@ runs the same workloads on it and on a Loft mount.
 To keep the comparison fair, it mounts with Loft's options, gives the kernel the same
 attribute and entry timeouts and block size, and leaves the kernel's writeback cache
 off, as Loft does: the kernel sends both the same requests. It supports what the
-benchmark needs (files, directories, ``tar x``, ``ls -lR``); no links, no rename, no
+benchmark needs (files, directories, ``tar x``, ``ls -lR``, renames of files); no links, no
 extended attributes (``ENOSYS``, which the kernel remembers and stops asking).
 """
 
@@ -226,6 +226,28 @@ class MemFS(pyfuse3.Operations):
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._remove(parent_inode, name, want_dir=True)
+
+    async def rename(
+        self, parent_old: int, name_old: bytes, parent_new: int, name_new: bytes,
+        flags: int, ctx: pyfuse3.RequestContext,
+    ) -> None:
+        """Plain ``rename`` of files (replacing one at the target), as the random
+        operations benchmark needs; flags (``RENAME_EXCHANGE``...) are refused."""
+        if flags:
+            raise _fail(errno.EINVAL)
+        source = self._dir(parent_old)
+        ino = source.get(name_old)
+        if ino is None:
+            raise _fail(errno.ENOENT)
+        if self._node(ino).children is not None:
+            raise _fail(errno.EXDEV)  # folders stay where they are: not needed here
+        target = self._dir(parent_new)
+        if target.get(name_new) not in (None, ino):
+            self._remove(parent_new, name_new, want_dir=False)
+        del source[name_old]
+        target[name_new] = ino
+        self._node(parent_old).touch()
+        self._node(parent_new).touch()
 
     # --- files -------------------------------------------------------------------------
 

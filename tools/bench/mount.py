@@ -334,7 +334,16 @@ def bench_local(run: Run) -> None:
 def bench_memfs(run: Run) -> None:
     mountpoint = run.work / "mnt-memfs"
     mountpoint.mkdir()
-    log = run.work / "memfs.log"
+    with memfs_mounted(mountpoint, run.work / "memfs.log", run.cleanup) as pid:
+        run.baseline("memfs", mountpoint, {"memfs": pid})
+
+
+@contextlib.contextmanager
+def memfs_mounted(
+    mountpoint: Path, log: Path, cleanup: Callable[[str, Callable[[], None]], None]
+) -> Iterator[int]:
+    """``tools.bench.memfs`` mounted at ``mountpoint`` (its output in ``log``) for the
+    block: its pid. Stopped at the end through ``cleanup(what, fn)``."""
     with contextlib.ExitStack() as stack:
         with step("memfs: mounting"), open(log, "wb") as out:
             proc = subprocess.Popen(
@@ -344,14 +353,14 @@ def bench_memfs(run: Run) -> None:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-            stack.callback(run.cleanup, "stop memfs", lambda: stop_memfs(proc, mountpoint))
+            stack.callback(cleanup, "stop memfs", lambda: stop_memfs(proc, mountpoint))
             wait_for(
                 lambda: os.path.ismount(mountpoint) or proc.poll() is not None, 30, "memfs mount"
             )
             if proc.poll() is not None:
                 tail = log.read_text(errors="replace").strip().splitlines() or ["no output"]
                 raise BenchError(f"memfs did not mount: {tail[-1]}")
-        run.baseline("memfs", mountpoint, {"memfs": proc.pid})
+        yield proc.pid
 
 
 def stop_memfs(proc: subprocess.Popen[bytes], mountpoint: Path) -> None:
