@@ -81,21 +81,27 @@ async def store_chunks(
 
 
 async def write_chunks(blocks: BlockStore, chunks: dict[str, bytes]) -> dict[str, int]:
-    """Seal and write ``chunks``, several as one durable pack (``put_many``: one flush,
-    not one per chunk); their sizes at rest."""
-    if len(chunks) == 1:
-        ((cid, data),) = chunks.items()
+    """Seal and write ``chunks``; their sizes at rest. Small ones (a pack of small files)
+    go as one durable ``put_many`` (one flush, not one per chunk); full-size chunks one
+    by one, a few at a time, so a large upload holds a few sealed chunks, not a batch."""
+    out: dict[str, int] = {}
+    if len(chunks) > 1 and all(len(data) < p.CDC_MIN for data in chunks.values()):
+
+        def seal_all() -> list[tuple[str, bytes]]:
+            return [(cid, seal(data)) for cid, data in chunks.items()]
+
+        packed = await trio.to_thread.run_sync(seal_all)
+        await blocks.put_many(packed)
+        return {cid: len(data) for cid, data in packed}
+
+    async def one(item: tuple[str, bytes]) -> None:
+        cid, data = item
         sealed = await trio.to_thread.run_sync(seal, data)
         await blocks.put(cid, sealed)
-        return {cid: len(sealed)}
+        out[cid] = len(sealed)
 
-    def seal_all() -> list[tuple[str, bytes]]:
-        return [(cid, seal(data)) for cid, data in chunks.items()]
-
-    packed = await trio.to_thread.run_sync(seal_all)
-    if packed:
-        await blocks.put_many(packed)
-    return {cid: len(data) for cid, data in packed}
+    await for_each(list(chunks.items()), one, STORE_WORKERS)
+    return out
 
 
 async def store_delta(
