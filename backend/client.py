@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -199,8 +200,16 @@ class Client:
             log.warning("chunk %s arrived damaged; fetching it again", cid)
         raise HashMismatch(f"chunk {cid} keeps arriving damaged")
 
-    async def commit(self, ns: int, ops: list[dict[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("POST", f"/ns/{ns}/commit", body={"ops": ops})
+    async def commit(
+        self, ns: int, ops: list[dict[str, Any]], chunks: Sequence[tuple[str, bytes]] = ()
+    ) -> dict[str, Any]:
+        """Apply ``ops``; ``chunks`` (small content, ``p.MAX_INLINE_BYTES`` at most) go
+        with them and are stored first."""
+        body: dict[str, Any] = {"ops": ops}
+        if chunks:
+            body["chunks"] = [[cid, data] for cid, data in chunks]
+        result: dict[str, Any] = await self.call("POST", f"/ns/{ns}/commit", body=body)
+        self.uploaded += sum(len(data) for _, data in chunks)
         return result
 
     async def changes(

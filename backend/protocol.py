@@ -92,6 +92,9 @@ MAX_BLOCKS = 1 << 16
 last is at least ``CDC_MIN``), about 64 GiB at the mean chunk size."""
 MAX_COMMIT_BLOCKS = 2 * MAX_BLOCKS
 """Blocks named by all the operations of one commit together."""
+MAX_INLINE_BYTES = 1024 * 1024
+"""Content a commit may carry with it (``chunks``, as in a pack): a small file's save
+goes up in one request."""
 MAX_COMMIT_BYTES = 16 * 1024 * 1024
 """A commit's CBOR body: ``MAX_OPS_PER_COMMIT`` operations and ``MAX_COMMIT_BLOCKS``
 blocks fit well within it."""
@@ -349,8 +352,11 @@ def commit_batches(ops: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return batches
 
 
-def chunk_pack(record: Mapping[str, Any]) -> list[tuple[str, bytes]]:
-    """``record["chunks"]``: ``[[chunk_id, content], ...]`` within the pack limits."""
+def chunk_pack(
+    record: Mapping[str, Any], limit: int = MAX_PACK_BYTES
+) -> list[tuple[str, bytes]]:
+    """``record["chunks"]``: ``[[chunk_id, content], ...]`` within the pack limits (at
+    most ``limit`` bytes of content)."""
     raw = field(record, "chunks", list)
     if not 0 < len(raw) <= MAX_PACK_CHUNKS:
         raise BadRequest(f"a pack holds 1 to {MAX_PACK_CHUNKS} chunks")
@@ -365,8 +371,8 @@ def chunk_pack(record: Mapping[str, Any]) -> list[tuple[str, bytes]]:
         ):
             raise BadRequest("chunks must be [[chunk_id, content], ...] with 0 < size <= 4 MiB")
         pack.append((item[0], item[1]))
-    if sum(len(data) for _, data in pack) > MAX_PACK_BYTES:
-        raise BadRequest(f"a pack holds at most {MAX_PACK_BYTES} bytes of content")
+    if sum(len(data) for _, data in pack) > limit:
+        raise BadRequest(f"a pack holds at most {limit} bytes of content")
     return pack
 
 

@@ -162,8 +162,9 @@ async def _serve(
         for entry_id, staged in list(ops.stager.staged.items()):
             if staged.modified:  # still open at unmount: keep what was written
                 await ops.seal(entry_id)
-        with trio.move_on_after(push_timeout):
-            await uploader.drain()
+        if link.online:  # offline (or refused), what is pending waits for the next mount
+            with trio.move_on_after(push_timeout):
+                await uploader.drain()
         with cache.read() as txn:
             left = cache.journal.size(txn)
         if left:

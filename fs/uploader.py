@@ -28,7 +28,13 @@ from typing import Any
 import trio
 
 from backend.client import Client
-from backend.errors import LoftError, MissingChunks, QuotaExceeded, Unauthorized
+from backend.errors import (
+    HashMismatch,
+    LoftError,
+    MissingChunks,
+    QuotaExceeded,
+    Unauthorized,
+)
 from backend.retry import Backoff
 from backend.tasks import for_each
 from cache.env import Writer
@@ -53,6 +59,10 @@ WORKERS = 6
 """Uploads (a chunk or a pack) in flight at once."""
 PACK_BELOW = 512 * 1024
 """Chunks smaller than this go up in packs (``POST /v1/chunks``), not one request each."""
+INLINE_BYTES = 64 * 1024
+"""A batch naming at most this much content sends it with the commit, whether or not
+the server holds it: one request instead of three (``missing``, a pack, the commit)
+for a small file's save."""
 PACK_BYTES = 4 * 1024 * 1024
 PACK_CHUNKS = 256
 """A pack is sent once it holds this many bytes or chunks."""
@@ -136,14 +146,18 @@ class Uploader:
         log.debug("pushing %d record(s) as %s", len(batch["covers"]),
                   [op["op"] for op in batch["ops"]])
         sizes = {b[0]: b[1] for op in batch["ops"] for b in op.get("blocks", [])}
-        lost = await self._upload(await self.client.missing(sorted(sizes)), sizes)
+        inline = await trio.to_thread.run_sync(self._inline, sizes)
+        lost = [] if inline else await self._upload(await self.client.missing(sorted(sizes)),
+                                                    sizes)
         try:
             if lost:
                 raise LoftError(f"{len(lost)} chunk(s) of this change are gone from the cache")
-            answer = await self.client.commit(self.ns, batch["ops"])
+            answer = await self.client.commit(self.ns, batch["ops"], inline)
         except MissingChunks as err:
             await self._upload(list(err.detail.get("missing", [])), sizes)
             return
+        except HashMismatch:
+            raise  # the cache's copy of a chunk, not the operation: as an upload's would
         except LoftError as err:
             if not err.permanent and not lost:
                 raise
@@ -166,6 +180,20 @@ class Uploader:
             left = self.cache.journal.size(txn) - len(batch["covers"])
         if left < BACKLOG:
             await trio.sleep(SETTLE)
+
+    def _inline(self, sizes: dict[str, int]) -> list[tuple[str, bytes]]:
+        """A small save's content, to go with its commit (no ``missing`` round trip);
+        empty if the batch names more than ``INLINE_BYTES`` or a chunk the cache lacks
+        (the usual two steps then say which)."""
+        if not sizes or sum(sizes.values()) > INLINE_BYTES:
+            return []
+        chunks = []
+        for cid in sizes:
+            data = self.cache.chunks.get(cid)
+            if data is None:
+                return []
+            chunks.append((cid, data))
+        return chunks
 
     async def _upload(self, missing: list[str], sizes: dict[str, int]) -> list[str]:
         """Upload these chunks from the cache, small ones in packs; the ids of any the

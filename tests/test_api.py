@@ -579,6 +579,40 @@ async def test_a_pack_with_one_wrong_chunk_stores_nothing(acct: Account) -> None
         assert await c.missing(ids) == ids
 
 
+async def test_a_commit_carries_a_small_saves_content_in_one_request(acct: Account) -> None:
+    data = os.urandom(5000)
+    cid = p.chunk_id(data)
+    async with acct.client() as c:
+        answer = await c.commit(acct.root_ns, [create(p.ROOT_ID, "inline.txt", [[cid, 5000]])],
+                                [(cid, data)])
+        assert [r["rev"] for r in answer["results"]] == [answer["seq"]]
+        assert (await entry_at(c, acct.root_ns, "/inline.txt"))["blocks"] == [[cid, 5000]]
+        assert await c.missing([cid]) == []
+        assert await c.get_chunk(cid) == data
+
+
+async def test_a_commit_with_wrong_or_too_much_content_stores_and_changes_nothing(
+    acct: Account,
+) -> None:
+    data = os.urandom(100)
+    cid = p.chunk_id(data)
+    halves = [os.urandom(p.MAX_INLINE_BYTES // 2 + 1) for _ in range(2)]
+    cases: list[tuple[Any, int, str]] = [
+        ([[cid, b"not what the id says"]], 422, "hash_mismatch"),
+        ([[p.chunk_id(d), d] for d in halves], 400, "bad_request"),
+        ("abc", 400, "bad_request"),
+        ([], 400, "bad_request"),
+    ]
+    ops = [create(p.ROOT_ID, "never.txt", [[cid, 100]])]
+    async with acct.client() as c, unchanged(c, acct.root_ns):
+        for chunks, status, code in cases:
+            response = await raw(acct.server, "POST", f"/ns/{acct.root_ns}/commit", acct.token,
+                                 body={"ops": ops, "chunks": chunks})
+            refused(response, status, code)
+        ids = [cid, *(p.chunk_id(d) for d in halves)]
+        assert await c.missing(ids) == ids
+
+
 async def held(server: Server, cid: str) -> bool:
     """Whether the server's block store holds the chunk, asked of the store itself."""
     blocks = open_block_store(server.stores.blocks, server.stores.data)

@@ -35,6 +35,16 @@ class Pair:
                                        "--role", role)
         assert result.returncode == 0, result.stderr
 
+    def share_file(self, folder: str, name: str, text: str, role: str = "editor") -> None:
+        """Alice's new ``folder`` holding ``name``, synced, shared with Bob, and the
+        file arrived on Bob's side."""
+        (self.alice.path / folder).mkdir()
+        (self.alice.path / folder / name).write_text(text)
+        drained(self.alice)
+        self.share(f"/{folder}", role=role)
+        wait_for(lambda: (self.bob.path / folder / name).exists(), SYNC,
+                 "the share on Bob's side")
+
 
 @pytest.fixture
 def pair(mount_server: Server, tmp_path: Path) -> Iterator[Pair]:
@@ -97,11 +107,7 @@ def test_a_shared_folder_syncs_both_ways_and_keeps_its_place(pair: Pair) -> None
 
 def test_a_viewer_is_refused_at_once_by_the_mount_and_by_the_server(pair: Pair) -> None:
     a, b = pair.alice.path, pair.bob.path
-    (a / "ro").mkdir()
-    (a / "ro" / "f.txt").write_text("read me\n")
-    drained(pair.alice)
-    pair.share("/ro", role="viewer")
-    wait_for(lambda: (b / "ro" / "f.txt").exists(), SYNC, "the share on Bob's side")
+    pair.share_file("ro", "f.txt", "read me\n", role="viewer")
     assert (b / "ro" / "f.txt").read_text() == "read me\n"
     for attempt in (
         lambda: (b / "ro" / "f.txt").write_text("mine\n"),
@@ -138,11 +144,7 @@ def test_a_viewer_is_refused_at_once_by_the_mount_and_by_the_server(pair: Pair) 
 
 def test_unsharing_keeps_the_members_unsynced_edit_as_their_copy(pair: Pair) -> None:
     a, b = pair.alice.path, pair.bob.path
-    (a / "team").mkdir()
-    (a / "team" / "notes.txt").write_text("shared\n")
-    drained(pair.alice)
-    pair.share("/team")
-    wait_for(lambda: (b / "team" / "notes.txt").exists(), SYNC, "the share on Bob's side")
+    pair.share_file("team", "notes.txt", "shared\n")
     pair.proxy.cut()  # Bob offline: his edit stays on his device
     (b / "team" / "notes.txt").write_text("bob's offline edit\n")
     (b / "team" / "new.txt").write_text("bob's new file\n")
@@ -192,11 +194,7 @@ def test_leaving_drops_the_folder_from_every_device_of_the_member(
 
 def test_a_conflict_between_two_users_keeps_both_edits(pair: Pair) -> None:
     a, b = pair.alice.path, pair.bob.path
-    (a / "doc").mkdir()
-    (a / "doc" / "text.md").write_text("base\n")
-    drained(pair.alice)
-    pair.share("/doc")
-    wait_for(lambda: (b / "doc" / "text.md").exists(), SYNC, "the share on Bob's side")
+    pair.share_file("doc", "text.md", "base\n")
     pair.proxy.cut()
     (b / "doc" / "text.md").write_text("bob's edit\n")
     (a / "doc" / "text.md").write_text("alice's edit\n")

@@ -26,8 +26,10 @@ PUT  /v1/chunks/{id}/delta/{base}           {stored}: the chunk rebuilt from the
                                             cannot read base, 400 bad_delta, 422 if the
                                             result is not id (each stores nothing)
 GET  /v1/chunks/{id}                        raw content; 404 unless visible to the user
-POST /v1/ns/{ns}/commit {ops}               {seq, head, results}; 409 with the current
-                                            entry on a stale base; 412 {missing}
+POST /v1/ns/{ns}/commit {ops, chunks?}      {seq, head, results}; 409 with the current
+                                            entry on a stale base; 412 {missing};
+                                            ``chunks`` (up to 1 MiB, as in a pack) are
+                                            stored first: a small save in one request
 GET  /v1/ns/{ns}/changes?since&wait&limit   {head, cursor, changes}; long-polls ``wait``;
                                             {head, cursor: since, changes: [], reset:
                                             true} if ``since`` is older than the
@@ -189,6 +191,9 @@ async def commit(request: Request, caller: Caller) -> Response:
     ns = ns_param(request)
     body = await body_map(request, p.MAX_COMMIT_BYTES)
     state = state_of(request)
+    if "chunks" in body:  # a small save's content, stored as a pack would be
+        inline = p.chunk_pack(body, p.MAX_INLINE_BYTES)
+        await store_chunks(state.blocks, state.metadata, caller.user_id, inline)
     result = await state.metadata.commit(caller.user_id, caller.device, ns, body.get("ops"))
     advanced = result.pop("namespaces")
     if not result.get("replayed"):

@@ -223,14 +223,11 @@ def page(
     return cursor.text({k: marks[k] for k in order if k in marks}), shown, more
 
 
-def lookup(
-    tx: Tx, tree: Tree, path: list[str], with_children: bool, after: str = "",
-    limit: int = 1 << 62,
-) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-    """The entry at ``path`` across mounts (and, for a folder, its children by name:
-    those after the name ``after``, at most ``limit``)."""
+def walk(tx: Tx, tree: Tree, path: list[str]) -> tuple[int, dict[str, Any]]:
+    """The namespace and raw entry at ``path`` of the user's tree, crossing mounts
+    (the root's own entry for ``[]``)."""
     ns, folder = tree.root, p.ROOT_ID
-    entry = _row(tx, ns, p.ROOT_ID)
+    entry = raw_entry(tx, ns, p.ROOT_ID)
     for depth, name in enumerate(path):
         if entry is None or entry["kind"] not in ("dir", "mount"):
             raise NotFound(f"{p.join_path(path[:depth])}: not a directory")
@@ -246,6 +243,16 @@ def lookup(
             raise NotFound(f"{p.join_path(path[: depth + 1])}: no such file or directory")
         entry = entry_from_row(rows[0])
     assert entry is not None
+    return ns, entry
+
+
+def lookup(
+    tx: Tx, tree: Tree, path: list[str], with_children: bool, after: str = "",
+    limit: int = 1 << 62,
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """The entry at ``path`` across mounts (and, for a folder, its children by name:
+    those after the name ``after``, at most ``limit``)."""
+    ns, entry = walk(tx, tree, path)
     children = None
     if with_children and entry["kind"] in ("dir", "mount"):
         inner, parent = (
@@ -263,7 +270,8 @@ def lookup(
     return shown, children
 
 
-def _row(tx: Tx, ns: int, entry_id: str) -> dict[str, Any] | None:
+def raw_entry(tx: Tx, ns: int, entry_id: str) -> dict[str, Any] | None:
+    """The raw entry ``entry_id`` of namespace ``ns``, if it is there."""
     rows = tx.execute(
         f"SELECT {ENTRY_COLUMNS} FROM entries WHERE ns = ? AND id = ?", (ns, entry_id)
     )

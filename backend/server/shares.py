@@ -36,7 +36,7 @@ from backend import protocol as p
 from backend.errors import BadRequest, Forbidden, NotFound
 from backend.server import journal, quota
 from backend.server.database import Tx
-from backend.server.mounts import Tree, tree_of
+from backend.server.mounts import Tree, raw_entry, tree_of, walk
 from backend.server.rows import ENTRY_COLUMNS, entry_from_row
 
 ROLES = ("editor", "viewer")
@@ -62,34 +62,16 @@ def _root(tx: Tx, user_id: int) -> int:
 
 
 def _entry(tx: Tx, ns: int, entry_id: str) -> dict[str, Any]:
-    rows = tx.execute(
-        f"SELECT {ENTRY_COLUMNS} FROM entries WHERE ns = ? AND id = ?", (ns, entry_id)
-    )
-    return entry_from_row(rows[0])
+    entry = raw_entry(tx, ns, entry_id)
+    assert entry is not None, (ns, entry_id)
+    return entry
 
 
 def _locate(tx: Tx, tree: Tree, path: list[str]) -> tuple[int, dict[str, Any]]:
     """The namespace and raw entry at ``path`` of the user's tree."""
     if not path:
         raise BadRequest("the top of your tree cannot be shared; share a folder in it")
-    ns, folder = tree.root, p.ROOT_ID
-    entry: dict[str, Any] | None = None
-    for depth, name in enumerate(path):
-        if entry is not None and entry["kind"] == "mount":
-            ns, folder = tree.by_entry[entry["id"]].ns, p.ROOT_ID
-        elif entry is not None:
-            folder = entry["id"]
-        rows = tx.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE ns = ? AND parent = ? AND name = ?",
-            (ns, folder, name),
-        )
-        if not rows:
-            raise NotFound(f"{p.join_path(path[: depth + 1])}: no such file or directory")
-        entry = entry_from_row(rows[0])
-        if entry["kind"] not in ("dir", "mount") and depth < len(path) - 1:
-            raise NotFound(f"{p.join_path(path[: depth + 1])}: not a directory")
-    assert entry is not None
-    return ns, entry
+    return walk(tx, tree, path)
 
 
 def _mount_of(tx: Tx, user_id: int, path: list[str]) -> tuple[Tree, int, dict[str, Any]]:

@@ -9,7 +9,9 @@
 # To reuse long-running services instead:
 #   tools/dev/services.sh start .loft-dev && . .loft-dev/env && tools/dev/test.sh -x
 # Knobs: LOFT_SKIP_LINT=1 skips ruff, mypy and lint-imports; LOFT_KEEP_SERVICES=1
-# keeps the temp dir (logs, data) of services this script started.
+# keeps the temp dir (logs, data) of services this script started; LOFT_TEST_WORKERS=N
+# runs pytest in N processes (pytest-xdist; default 3: most cases wait on mounts and
+# servers, not on the 2 cores; 0 runs them in this process).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -76,7 +78,12 @@ fi
 
 section "pytest"
 pytest_rc=0
-"$PY" -m pytest -q "$@" || pytest_rc=$?
+workers="${LOFT_TEST_WORKERS:-3}"
+parallel=()
+if [[ "$workers" != 0 ]]; then
+  parallel=(-n "$workers" --dist worksteal)
+fi
+"$PY" -m pytest -q "${parallel[@]}" --durations=25 "$@" || pytest_rc=$?
 if [[ $pytest_rc -eq 5 ]]; then
   echo "test.sh: FAILURE: pytest collected no tests (exit code 5); a run without tests is not a pass" >&2
 fi
