@@ -95,6 +95,10 @@ MAX_COMMIT_BLOCKS = 2 * MAX_BLOCKS
 MAX_INLINE_BYTES = 1024 * 1024
 """Content a commit may carry with it (``chunks``, as in a pack): a small file's save
 goes up in one request."""
+FEED_INLINE_CHANGES = 32
+FEED_INLINE_BYTES = 64 * 1024
+"""A feed page of at most this many changes carries the content of the small files in
+it that other devices wrote, up to this many bytes (``chunks``)."""
 MAX_COMMIT_BYTES = 16 * 1024 * 1024
 """A commit's CBOR body: ``MAX_OPS_PER_COMMIT`` operations and ``MAX_COMMIT_BLOCKS``
 blocks fit well within it."""

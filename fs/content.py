@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from backend import protocol as p
 from backend.client import Client
 from backend.errors import LoftError
 from cache.env import Txn, Writer
@@ -131,16 +132,32 @@ class Fetcher:
         done = self._inflight[cid] = trio.Event()
         try:
             data = await self._download(cid)
-            if self._nursery is None or self._storing_bytes >= STORE_BEHIND:
-                await self._store(cid, data)
-            else:
-                self._storing[cid] = (data, trio.Event())
-                self._storing_bytes += len(data)
-                self._nursery.start_soon(self._store_behind, cid)
+            await self._cache(cid, data)
             return self._remember(cid, data)
         finally:
             del self._inflight[cid]
             done.set()
+
+    async def offer(self, chunks: list[tuple[str, bytes]]) -> None:
+        """Content that came unasked (with the feed): kept, once checked against its id,
+        as if fetched."""
+        for cid, data in chunks:
+            if cid in self._inflight or self.cached(cid) is not None:
+                continue
+            if p.chunk_id(data) != cid:  # a feed's few KiB: no thread needed
+                log.warning("content offered as chunk %s is not that chunk: dropped", cid)
+                continue
+            await self._cache(cid, data)
+            self._remember(cid, data)
+
+    async def _cache(self, cid: str, data: bytes) -> None:
+        """Into LMDB: behind the reader's back while not too much waits so."""
+        if self._nursery is None or self._storing_bytes >= STORE_BEHIND:
+            await self._store(cid, data)
+        else:
+            self._storing[cid] = (data, trio.Event())
+            self._storing_bytes += len(data)
+            self._nursery.start_soon(self._store_behind, cid)
 
     async def _store_behind(self, cid: str) -> None:
         data, stored = self._storing[cid]
@@ -176,6 +193,7 @@ class ReadAhead:
     def __init__(self) -> None:
         self.window = 0
         self._next = 0
+        self._asked = 0
 
     def step(self, offset: int, size: int) -> int:
         """How many chunks to fetch past this read."""
@@ -183,8 +201,16 @@ class ReadAhead:
             self.window = min(max(1, self.window * 2), READ_AHEAD)
         else:
             self.window = 0  # a random reader: nothing ahead until it reads on
+            self._asked = 0
         self._next = offset + size
         return self.window
+
+    def unasked(self, first: int, count: int) -> range:
+        """The chunks of ``[first, first + count)`` not yet asked for by this reader: a
+        sequential reader asks for each chunk ahead once, not at every 128 KiB read."""
+        start = max(first, self._asked)
+        self._asked = max(self._asked, first + count)
+        return range(start, first + count)
 
 
 class BlockMap:
@@ -211,9 +237,10 @@ class BlockMap:
 
 
 async def read_blocks(
-    fetcher: Fetcher, blocks: BlockMap, offset: int, size: int, ahead: int = 1
+    fetcher: Fetcher, blocks: BlockMap, offset: int, size: int, ahead: ReadAhead | None = None
 ) -> bytes:
-    """The bytes of ``[offset, offset+size)`` of a committed version."""
+    """The bytes of ``[offset, offset+size)`` of a committed version; chunks past it
+    are fetched ahead as ``ahead`` (a reader's window) says."""
     indices = list(blocks.covering(offset, size))
     if not indices:
         return b""
@@ -231,8 +258,9 @@ async def read_blocks(
             for index in indices:
                 if index not in pieces:
                     nursery.start_soon(one, index)
-    after = indices[-1] + 1
-    fetcher.prefetch(blocks.ids[after : after + ahead])
+    if ahead is not None:
+        window = ahead.unasked(indices[-1] + 1, ahead.step(offset, size))
+        fetcher.prefetch(blocks.ids[window.start : window.stop])
     data = b"".join(pieces[i] for i in indices)
     skip = offset - blocks.starts[indices[0]]
     return data[skip : skip + size]

@@ -21,7 +21,7 @@ import trio
 
 from cache.env import Txn
 from cache.records import Entry
-from fs.content import BlockMap, read_blocks
+from fs.content import BlockMap, ReadAhead, read_blocks
 from fs.core import Handle, MountCore, new_op
 from fs.errors import errors, fail
 from fs.replica import ViewChange
@@ -152,8 +152,8 @@ class FileHandlers(MountCore):
             with self.cache.read() as txn:
                 entry = self.view.get(txn, handle.entry_id) or handle.entry
             handle.blocks, handle.version = BlockMap(entry.get("blocks", [])), version
-        ahead = handle.ahead.step(off, size)
-        return await read_blocks(self.fetcher, handle.blocks, off, size, ahead)
+            handle.ahead = ReadAhead()
+        return await read_blocks(self.fetcher, handle.blocks, off, size, handle.ahead)
 
     @errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:

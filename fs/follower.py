@@ -11,7 +11,7 @@ cursor that moved meanwhile is dropped by the replica.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -35,6 +35,7 @@ class Follower:
     def __init__(
         self, cache: Cache, writer: Writer, replica: Replica, client: Client, ns: int,
         link: Link, sink: Callable[[list[ViewChange]], None],
+        offer: Callable[[list[tuple[str, bytes]]], Awaitable[None]],
     ) -> None:
         self.cache = cache
         self.writer = writer
@@ -43,6 +44,7 @@ class Follower:
         self.ns = ns
         self.link = link
         self.sink = sink
+        self.offer = offer
         self._lock = trio.Lock()
 
     async def bootstrap(self) -> None:
@@ -65,6 +67,8 @@ class Follower:
             await self.bootstrap()
             return False
         self.link.up()
+        if answer.get("chunks"):  # small files' content, sent along (``Fetcher.offer``)
+            await self.offer([(str(cid), bytes(data)) for cid, data in answer["chunks"]])
         changes, cursor = answer["changes"], answer["cursor"]
         if changes or cursor != since:
             async with self._lock:

@@ -114,7 +114,8 @@ async def serve_mount(
                         ops.content_changed(change.entry_id)
                 invalidator.queue(changes)
 
-            follower = Follower(cache, writer, replica, client, ns, link, sink)
+            follower = Follower(cache, writer, replica, client, ns, link, sink,
+                                fetcher.offer)
             uploader = Uploader(cache, writer, replica, client, ns, link, follower, sink)
             past = PastTree(History(client, ns))
             ops = LoftOperations(cache, writer, replica, fetcher, stager, past, uploader.wake,

@@ -613,6 +613,29 @@ async def test_a_commit_with_wrong_or_too_much_content_stores_and_changes_nothin
         assert await c.missing(ids) == ids
 
 
+async def test_a_feed_of_a_few_changes_brings_small_files_other_devices_wrote(
+    new_account: NewAccount,
+) -> None:
+    phone = await new_account()
+    laptop = await new_account(phone.user, "laptop")
+    small, large = os.urandom(3000), os.urandom(p.FEED_INLINE_BYTES + 1)
+    blocks = {name: [p.chunk_id(d), len(d)] for name, d in (("small", small), ("large", large))}
+    async with phone.client() as c, laptop.client() as lc:
+        start = await head(c, phone.root_ns)
+        for data in (small, large):
+            await upload(c, data)
+        await apply(c, phone.root_ns, *(create(p.ROOT_ID, f"{name}.bin", [block])
+                                         for name, block in blocks.items()))
+        seen = await lc.changes(laptop.root_ns, start)
+        assert seen["chunks"] == [[blocks["small"][0], small]]  # the large one is fetched
+        own = await c.changes(phone.root_ns, start)
+        assert "chunks" not in own  # the writer holds it already
+        many = [create(p.ROOT_ID, f"n{i}", [blocks["small"]])
+                for i in range(p.FEED_INLINE_CHANGES)]
+        await apply(c, phone.root_ns, *many)
+        assert "chunks" not in await lc.changes(laptop.root_ns, start)  # a catch-up: none
+
+
 async def held(server: Server, cid: str) -> bool:
     """Whether the server's block store holds the chunk, asked of the store itself."""
     blocks = open_block_store(server.stores.blocks, server.stores.data)

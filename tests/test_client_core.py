@@ -412,3 +412,12 @@ def test_read_ahead_grows_while_a_reader_is_sequential_and_closes_when_it_jumps(
     assert ahead.step(700 * 1024 * 1024, kib) == 0  # a jump: a random reader
     assert ahead.step(700 * 1024 * 1024 + kib, kib) == 1
 
+
+
+def test_a_sequential_reader_asks_for_each_chunk_ahead_once() -> None:
+    ahead = ReadAhead()
+    assert list(ahead.unasked(1, 8)) == list(range(1, 9))
+    assert list(ahead.unasked(1, 8)) == []  # the next 128 KiB of the same chunk
+    assert list(ahead.unasked(2, 8)) == [9]  # the reader moved one chunk on
+    ahead.step(10 << 30, 1)  # a jump: a random reader, its window asked anew
+    assert list(ahead.unasked(3, 2)) == [3, 4]

@@ -30,7 +30,10 @@ POST /v1/ns/{ns}/commit {ops, chunks?}      {seq, head, results}; 409 with the c
                                             entry on a stale base; 412 {missing};
                                             ``chunks`` (up to 1 MiB, as in a pack) are
                                             stored first: a small save in one request
-GET  /v1/ns/{ns}/changes?since&wait&limit   {head, cursor, changes}; long-polls ``wait``;
+GET  /v1/ns/{ns}/changes?since&wait&limit   {head, cursor, changes, chunks?}; long-polls
+                                            ``wait``; a page of a few changes brings the
+                                            content of the small files other devices
+                                            wrote (``chunks``, [[id, content]]);
                                             {head, cursor: since, changes: [], reset:
                                             true} if ``since`` is older than the
                                             journal's horizon (retention thinned it):
@@ -86,7 +89,7 @@ from backend.errors import (
     StoreError,
 )
 from backend.server import accounts_api, history_api, links_api, quota, shares_api
-from backend.server.blocks import unseal
+from backend.server.blocks import small_contents, unseal
 from backend.server.dav import PREFIX as DAV_PREFIX
 from backend.server.dav import DavApp
 from backend.server.http import (
@@ -105,6 +108,7 @@ from backend.server.http import (
     state_of,
 )
 from backend.server.ingest import store_chunks, store_delta
+from backend.server.mounts import Feed
 from backend.server.web.routes import routes as web_routes
 
 log = logging.getLogger("loft.server")
@@ -228,21 +232,29 @@ async def changes(request: Request, caller: Caller) -> Response:
     since = position_param(request, "since") or 0
     limit = min(int_param(request, "limit", 1000) or 1000, 10_000)
     wait = min(float(int_param(request, "wait", 0) or 0), p.MAX_WAIT_SECONDS)
-    metadata = state_of(request).metadata
-    feed = await metadata.changes(caller.user_id, ns, since, limit)
+    state = state_of(request)
+
+    async def read() -> Feed:
+        return await state.metadata.changes(caller.user_id, ns, since, limit, caller.device)
+
+    feed = await read()
     if not feed.changes and not feed.reset and wait > 0:
         with ExitStack() as watching:  # a member's wait: it can end
-            events = [watching.enter_context(state_of(request).notifier.watch(each))
+            events = [watching.enter_context(state.notifier.watch(each))
                       for each in feed.watch]
             # Read again once watching: a commit between the two reads still wakes us.
-            feed = await metadata.changes(caller.user_id, ns, since, limit)
+            feed = await read()
             if not feed.changes and not feed.reset:
                 with trio.move_on_after(wait):
                     await first_of(events)
-                feed = await metadata.changes(caller.user_id, ns, since, limit)
+                feed = await read()
     answer: dict[str, Any] = {"head": feed.head, "cursor": feed.cursor, "changes": feed.changes}
     if feed.reset:
         answer["reset"] = True
+    if feed.others and len(feed.changes) <= p.FEED_INLINE_CHANGES:
+        # A few changes, live: the small files' content comes along, so the device
+        # need not ask for each (one round trip less from a save to another device).
+        answer["chunks"] = await small_contents(state.blocks, feed.others, p.FEED_INLINE_BYTES)
     return await cbor_off_loop(answer)
 
 

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import zstandard
 
 from backend.errors import BadRequest, StoreError
+from backend.tasks import for_each
 
 RAW, ZSTD = 0, 1
 _LEVEL = 3
@@ -115,3 +116,30 @@ def open_block_store(url: str | None, data_dir: Path) -> BlockStore:
             raise BadRequest(f"--blocks {url}: no bucket named")
         return S3BlockStore(parts.netloc, endpoint, region)
     raise BadRequest(f"--blocks {url}: use file:///DIR or s3://BUCKET?endpoint=URL")
+
+
+async def small_contents(
+    blocks: BlockStore, files: list[dict[str, Any]], budget: int
+) -> list[list[Any]]:
+    """``[[chunk_id, content], ...]`` of the smallest of ``files`` (entry records), whole
+    files only, up to ``budget`` bytes: what a device following a live feed would
+    fetch next, sent with it. A chunk the store lacks is left out (fetched as usual)."""
+    wanted: dict[str, None] = {}
+    room = budget
+    for record in sorted(files, key=lambda r: int(r["size"])):
+        if not 0 < int(record["size"]) <= room:
+            continue
+        room -= int(record["size"])
+        wanted.update((str(cid), None) for cid, _ in record["blocks"])
+    found: list[list[Any]] = []
+
+    async def read(cid: str) -> None:
+        try:
+            sealed = await blocks.get(cid)
+        except StoreError:
+            return  # the device asks for it, and hears of the trouble then
+        if sealed is not None:
+            found.append([cid, unseal(sealed)])  # small: not worth a thread
+
+    await for_each(list(wanted), read, 8)
+    return found

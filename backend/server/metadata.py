@@ -160,12 +160,13 @@ class MetadataStore:
         return await self._run(work)
 
     async def changes(
-        self, user_id: int, ns: int, since: cursor.Position, limit: int
+        self, user_id: int, ns: int, since: cursor.Position, limit: int, device: str = ""
     ) -> mounts.Feed:
         """The journal after ``since`` (``backend.cursor``): entry records with
-        ``deleted``, or a reset if retention thinned it past ``since``."""
+        ``deleted``, or a reset if retention thinned it past ``since``; ``others``
+        are the files ``device`` did not write."""
         return await self._read(
-            lambda tx: mounts.changes(tx, mounts.tree_for(tx, user_id, ns), since, limit)
+            lambda tx: mounts.changes(tx, mounts.tree_for(tx, user_id, ns), since, limit, device)
         )
 
     async def horizon(self, ns: int) -> int:

@@ -162,6 +162,8 @@ class Feed:
     watch: list[int]
     """The namespaces whose advance ends a long-poll on this feed."""
     reset: bool = False
+    others: list[dict[str, Any]] = field(default_factory=list)
+    """The files of ``changes`` whose new content another device committed."""
 
 
 def horizon(tx: Tx, ns: int) -> int:
@@ -169,7 +171,7 @@ def horizon(tx: Tx, ns: int) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def changes(tx: Tx, tree: Tree, since: cursor.Position, limit: int) -> Feed:
+def changes(tx: Tx, tree: Tree, since: cursor.Position, limit: int, device: str = "") -> Feed:
     have = cursor.parts(since)
     follow = [cursor.ROOT, *sorted(tree.by_ns)]
     heads = {key: head(tx, tree.ns_of(key)) for key in follow}
@@ -177,6 +179,7 @@ def changes(tx: Tx, tree: Tree, since: cursor.Position, limit: int) -> Feed:
     if any(key in have and have[key] < horizon(tx, tree.ns_of(key)) for key in follow):
         return Feed(cursor.text(heads), since, [], watch, reset=True)
     records: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []
     now: dict[int, int] = {}
     for key in follow:
         ns = tree.ns_of(key)
@@ -186,16 +189,21 @@ def changes(tx: Tx, tree: Tree, since: cursor.Position, limit: int) -> Feed:
             now[key] = heads[key]
             continue
         rows = tx.execute(
-            f"SELECT {VERSION_COLUMNS} FROM versions WHERE ns = ? AND seq > ?"
+            f"SELECT {VERSION_COLUMNS}, device FROM versions WHERE ns = ? AND seq > ?"
             " ORDER BY seq LIMIT ?",
             (ns, have[key], limit),
         )
-        # ``deleted`` = 2: moved into a shared folder (``shares``), alive below its mount.
-        records += tree.present_all(ns, (entry_from_row(r) for r in rows if r[10] != 2))
+        for r in rows:
+            # ``deleted`` = 2: moved into a shared folder (``shares``), alive below it.
+            record = tree.present(ns, entry_from_row(r)) if r[10] != 2 else None
+            if record is not None:
+                records.append(record)
+                if record["kind"] == "file" and not r[10] and r[11] != device:
+                    others.append(record)
         now[key] = int(rows[-1][4]) if rows else have[key]
     # A namespace in ``have`` the user no longer sees just leaves the position: the end
     # of its mount (in the root's journal) tells the device to drop what was in it.
-    return Feed(cursor.text(heads), cursor.text(now), records, watch)
+    return Feed(cursor.text(heads), cursor.text(now), records, watch, others=others)
 
 
 def page(
