@@ -22,7 +22,7 @@ class Journal:
         self.db = env.db["journal"]
 
     def append(self, txn: Txn, record: Record) -> int:
-        seq = int(self.env.meta_get(txn, "journal_seq", 0)) + 1
+        seq = self.last(txn) + 1
         self.env.meta_put(txn, "journal_seq", seq)
         txn.put(Q.pack(seq), p.encode(record), db=self.db)
         return seq
@@ -46,3 +46,7 @@ class Journal:
 
     def size(self, txn: Txn) -> int:
         return self.env.count(txn, "journal")
+
+    def last(self, txn: Txn) -> int:
+        """The sequence of the newest record ever appended (0: none yet)."""
+        return int(self.env.meta_get(txn, "journal_seq", 0))

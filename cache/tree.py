@@ -9,7 +9,7 @@ parent is a live folder; no entry is its own ancestor.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from backend import protocol as p
 from cache.env import Env, Txn
@@ -117,6 +117,18 @@ class Tree:
             names.append(entry["name"])
             entry_id = entry["parent"]
         return p.join_path(reversed(names))
+
+    def nearest(self, txn: Txn, entry_id: str, test: Callable[[Entry], bool]) -> Entry | None:
+        """``entry_id``'s entry or its nearest ancestor for which ``test`` holds (each
+        read once, walking up)."""
+        entry = self.get(txn, entry_id)
+        for _ in range(4096):
+            if entry is None or test(entry):
+                return entry
+            if entry["id"] == p.ROOT_ID:
+                return None
+            entry = self.get(txn, entry["parent"])
+        return None
 
     def ancestors(self, txn: Txn, folder: str) -> list[str]:
         """The ids above ``folder`` (not itself), nearest first, up to the root."""

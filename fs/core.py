@@ -168,11 +168,7 @@ class MountCore:
     def _share(self, txn: Txn, entry_id: str) -> Entry | None:
         """The shared folder holding ``entry_id`` (itself, if it is one), or None: a
         move between two of them (or a shared folder and the rest) is ``EXDEV``."""
-        for current in (entry_id, *self.view.ancestors(txn, entry_id)):
-            entry = self.view.get(txn, current)
-            if entry is not None and "share" in entry:
-                return entry
-        return None
+        return self.view.nearest(txn, entry_id, lambda entry: "share" in entry)
 
     # --- ``.versions`` (``fs.history``) --------------------------------------------------
 

@@ -174,11 +174,12 @@ class Uploader:
         log.info("committed %d operation(s) as revision %d: %s", len(batch["ops"]), answer["seq"],
                  _summary(batch["ops"]))
         # The echo comes with the follower's long-poll, which the commit wakes at once.
-        # What the user does meanwhile gathers for ``SETTLE`` into the next batch; a
-        # backlog goes on at once.
+        # What a program did meanwhile gathers for ``SETTLE`` into the next batch; a
+        # backlog goes on at once; nothing meanwhile, and the next change goes up as soon
+        # as it is made (``GATHER``).
         with self.cache.read() as txn:
-            left = self.cache.journal.size(txn) - len(batch["covers"])
-        if left < BACKLOG:
+            left = self.cache.journal.last(txn) - max((s for s, _ in batch["covers"]), default=0)
+        if 0 < left < BACKLOG:
             await trio.sleep(SETTLE)
 
     def _inline(self, sizes: dict[str, int]) -> list[tuple[str, bytes]]:
