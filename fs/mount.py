@@ -163,7 +163,7 @@ async def _serve(
         for entry_id, staged in list(ops.stager.staged.items()):
             if staged.modified:  # still open at unmount: keep what was written
                 await ops.seal(entry_id)
-        if link.online:  # offline (or refused), what is pending waits for the next mount
+        if link.online and not link.over_quota:  # else it waits for the next mount
             with trio.move_on_after(push_timeout):
                 await uploader.drain()
         with cache.read() as txn:

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,9 @@ NEAR_WINDOW = 2 * 1024 * 1024
 likely falls back in step at the end of the chunk it changed."""
 FILL_AT_ONCE = 6
 """Base chunks fetched at once to fill a staging file's gaps."""
+SMALL_UNLINK = 1024 * 1024
+"""A staging file holding at most this much on disk is unlinked in place; a larger
+one in a worker thread (freeing its blocks takes milliseconds)."""
 
 NewChunk = tuple[str, bytes, str | None]
 """A chunk a seal made: its id, content, and the base chunk it most likely edits."""
@@ -238,8 +241,14 @@ class Stager:
         staging file of the entry is never the one unlinked; a crash leaves the
         renamed file to the start-up sweep."""
         staged = self.staged.pop(entry_id, None)
+        small = False
         if staged is not None:
+            small = os.fstat(staged.fd).st_blocks * 512 <= SMALL_UNLINK
             os.close(staged.fd)
+        if small:  # a few blocks to free: no thread needed (a `tar x` closes thousands)
+            with suppress(FileNotFoundError):
+                os.unlink(self.root / entry_id)
+            return
         trash = self.root / f".gone-{entry_id}-{os.urandom(4).hex()}"
         try:
             os.rename(self.root / entry_id, trash)

@@ -47,7 +47,7 @@ from fs.replica import Replica, ViewChange
 
 log = logging.getLogger("loft.sync")
 
-GATHER = 0.01
+GATHER = 0.02
 """Seconds the first change after a quiet spell waits for the rest of its save (an
 editor's write, close, rename) before it is committed."""
 SETTLE = 0.1
