@@ -141,13 +141,19 @@ async def test_commits_are_whole_and_acknowledged_ones_survive_kill_9(
     stream = Stream(login["root_ns"])
 
     async def kill_after(delay: float) -> None:
-        """Kill at a random moment after ``delay``, while a commit is in flight.
+        """Kill at a random moment after ``delay`` and two acknowledged commits, while
+        a commit is in flight.
 
         Aiming inside the commit request, at a random point of its usual duration,
         lands the kill before, during or after the server's transaction, so both
         outcomes of an unacknowledged commit (in, or out) occur.
         """
+        start = len(stream.acked)
         await trio.sleep(delay)
+        for _ in range(1000):  # at most 10 s: a loaded machine commits slower
+            if len(stream.acked) >= start + 2:
+                break
+            await trio.sleep(0.01)
         await stream.in_flight.wait()
         await trio.sleep(rng.uniform(0, 1.5 * stream.commit_seconds))
         await trio.to_thread.run_sync(server.kill)
