@@ -134,7 +134,11 @@ def seeds() -> list[int]:
     if replay := os.environ.get("LOFT_MODEL_SEED"):
         return [int(replay)]
     extra = int(os.environ.get("LOFT_MODEL_SEEDS") or 0)
-    fresh = [random.SystemRandom().randrange(2**32) for _ in range(extra)]
+    # One draw for the whole run: pytest-xdist's workers collect alike (they share the
+    # run's id), else each would draw its own seeds.
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    draw = random.Random(run) if run else random.SystemRandom()
+    fresh = [draw.randrange(2**32) for _ in range(extra)]
     return FAILED_SEEDS + DEFAULT_SEEDS + fresh
 
 
