@@ -132,9 +132,14 @@ class Uploader:
         with self.cache.read() as txn:
             left = self.cache.journal.size(txn)
         if left:
-            # Only acknowledged records wait for their echo: the feed brings it.
+            # Only acknowledged records wait for their echo: the feed brings it. The
+            # server may be gone by now: the follower's own loop retries, so this only
+            # notes it (the mount must outlive any failure of the network).
             with trio.move_on_after(1.0):
-                await self.follower.catch_up()
+                try:
+                    await self.follower.catch_up()
+                except LoftError as err:
+                    self.link.down(err)
         else:
             self._drained.set()
         with trio.move_on_after(5.0):

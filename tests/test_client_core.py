@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +22,18 @@ import trio
 
 from backend import protocol as p
 from backend.chunking import cut, cut_bytes
+from backend.client import Client
 from cache.env import Env, Q, Writer
 from cache.records import PENDING, Entry
 from cache.store import Cache
 from fs.conflicts import conflicted_name
 from fs.content import READ_AHEAD, ReadAhead
+from fs.follower import Follower
 from fs.fsck import check
+from fs.link import Link
 from fs.recut import MAX_RANGES, Cutter, Recut, Segment, add_range
-from fs.replica import Replica
+from fs.replica import Replica, ViewChange
+from fs.uploader import Uploader
 
 DATA = {n: bytes([n]) * (10 * n) for n in (1, 2, 3)}
 B1, B2, B3 = ([[p.chunk_id(DATA[n]), len(DATA[n])]] for n in (1, 2, 3))
@@ -285,6 +290,45 @@ async def test_one_failing_job_does_not_abort_the_others_in_its_transaction(
     assert cache.env.meta("k1") == 1
     assert cache.env.meta("k2") == 2
     assert cache.env.meta("bad") is None
+
+
+async def test_the_uploader_outlives_a_server_gone_while_a_commit_awaits_its_echo(
+    cache: Cache,
+) -> None:
+    """A commit acknowledged, its echo not read yet, and the server gone: the uploader,
+    waiting for the echo, notes the link down and goes on waiting (a mount once ended
+    there, with its journal still pending)."""
+    dev = Device(cache)
+    dev.start([file(ids(8), "f", B1, 1)], 1)
+    dev.update(ids(8), B2)
+    with cache.env.write() as txn:
+        batch, _ = dev.replica.build_batch(txn)
+        assert batch is not None
+        dev.replica.acked(txn, batch, {"seq": 2, "results": [{"rev": 2}]})
+    with socket.socket() as closed:  # a port nothing listens on: connections refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+
+    async def offer(chunks: list[tuple[str, bytes]]) -> None:
+        raise AssertionError(f"nothing can be offered by a server that is gone: {chunks}")
+
+    def sink(changes: list[ViewChange]) -> None:
+        pass  # no kernel caches to tell
+
+    link = Link()
+    writer = Writer(cache.env)
+    async with Client(f"http://127.0.0.1:{port}", "token", attempts=1) as client, \
+            trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        follower = Follower(cache, writer, dev.replica, client, 1, link, sink, offer)
+        uploader = Uploader(cache, writer, dev.replica, client, 1, link, follower, sink)
+        await nursery.start(uploader.run)
+        await trio.sleep(2.0)  # its wait for the echo tried the feed, and failed
+        assert not link.online
+        assert "cannot reach the server" in link.last_error, link.last_error
+        with cache.read() as txn:
+            assert cache.journal.size(txn) == 1  # still waiting for its echo
+        nursery.cancel_scope.cancel()
 
 
 def test_a_cache_of_the_older_layout_keeps_its_pending_changes(tmp_path: Path) -> None:

@@ -425,6 +425,16 @@ def fired_or_idle(side: Side) -> bool:
     return side.proxy.tripped.is_set()
 
 
+def log_tail(side: Side, lines: int = 25) -> str:
+    """The end of the device's mount log, for a failure's message."""
+    try:
+        text = (side.device.home / "mount.log").read_text(errors="replace")
+    except OSError as exc:
+        return f"\n{side.name}'s mount.log: {exc.strerror}"
+    tail = "\n".join(text.splitlines()[-lines:])
+    return f"\n{side.name}'s mount.log, last {lines} lines:\n{tail}"
+
+
 def fsck(side: Side) -> None:
     """``loft fsck --home`` of the device must find its own state clean."""
     result = side.device.run("fsck", "--home", str(side.device.home))
@@ -494,7 +504,8 @@ class Player:
 
     def fail(self, what: str) -> str:
         steps = "\n".join(self.log)
-        return f"seed {self.seed}: {what}\nthe round's steps:\n{steps}"
+        logs = "".join(log_tail(side) for side in (self.a, self.b))
+        return f"seed {self.seed}: {what}\nthe round's steps:\n{steps}{logs}"
 
     def plan_fault(self, number: int, count: int, online: list[Side]) -> NetFault:
         """The round's network fault, if it has one (else one that never arms)."""
