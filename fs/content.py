@@ -147,7 +147,11 @@ class Fetcher:
             if p.chunk_id(data) != cid:  # a feed's few KiB: no thread needed
                 log.warning("content offered as chunk %s is not that chunk: dropped", cid)
                 continue
-            await self._cache(cid, data)
+            try:
+                await self._cache(cid, data)
+            except Exception as err:  # a full disk: fetched when a reader needs it
+                log.warning("cannot cache chunk %s: %s", cid, err)
+                continue
             self._remember(cid, data)
 
     async def _cache(self, cid: str, data: bytes) -> None:

@@ -116,7 +116,8 @@ async def serve_mount(
 
             follower = Follower(cache, writer, replica, client, ns, link, sink,
                                 fetcher.offer)
-            uploader = Uploader(cache, writer, replica, client, ns, link, follower, sink)
+            uploader = Uploader(cache, writer, replica, client, ns, link, follower, sink,
+                                stager.writing)
             past = PastTree(History(client, ns))
             ops = LoftOperations(cache, writer, replica, fetcher, stager, past, uploader.wake,
                                  sink)

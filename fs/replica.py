@@ -38,6 +38,10 @@ log = logging.getLogger("loft.sync")
 
 BATCH = 500
 """Journal records per commit at most."""
+HOLD = 5.0
+"""Seconds a new file's create waits, while a program still writes it, for the
+content its close makes a version: one version (the file as written), not an empty
+one first. Later records wait behind it (the journal goes up in order)."""
 
 
 def _blocks(ops: list[dict[str, Any]]) -> int:
@@ -60,6 +64,13 @@ class ViewChange:
             self.new is None or any(self.old.get(k) != self.new.get(k) for k in ("blocks",
                                                                              "target", "size"))
         )
+
+
+def _held(step: Step, record: Record, writing: frozenset[str]) -> bool:
+    """Whether the step creates a file still being written, recently (``HOLD``)."""
+    return time.time() - record["time"] < HOLD and any(
+        op["op"] == "create" and op["entry"] in writing for op in step.ops
+    )
 
 
 def _visible(entry: Entry | None) -> dict[str, Any] | None:
@@ -239,9 +250,13 @@ class Replica:
 
     # --- the uploader's side --------------------------------------------------------------
 
-    def build_batch(self, txn: Txn) -> tuple[Batch | None, list[ConflictNote]]:
+    def build_batch(
+        self, txn: Txn, writing: frozenset[str] = frozenset()
+    ) -> tuple[Batch | None, list[ConflictNote]]:
         """The commit to send next: the one in flight if there is one, else a new one
-        from the head of the journal (persisted before it is sent)."""
+        from the head of the journal (persisted before it is sent). It ends before the
+        create of a file in ``writing`` (still being written) made less than ``HOLD``
+        seconds ago."""
         inflight: Batch | None = self.cache.env.meta_get(txn, "inflight")
         if inflight:
             return inflight, []
@@ -264,7 +279,7 @@ class Replica:
                 continue
             ids = {op["entry"] for op in step.ops}
             ids |= {o["replace"]["entry"] for o in step.ops if "replace" in o}
-            if not step.sendable or ids & busy:
+            if not step.sendable or ids & busy or _held(step, record, writing):
                 break
             first = len(batch["ops"])
             for op in step.ops:

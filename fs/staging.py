@@ -150,6 +150,11 @@ class Stager:
             else:
                 self._locks[entry_id] = (lock, users - 1)
 
+    def writing(self) -> frozenset[str]:
+        """Entries whose written content is not yet a version: changed since their
+        last seal, or being sealed (or staged) right now."""
+        return frozenset(i for i, s in self.staged.items() if s.modified) | set(self._locks)
+
     def size(self, entry_id: str) -> int | None:
         staged = self.staged.get(entry_id)
         return os.fstat(staged.fd).st_size if staged is not None else None

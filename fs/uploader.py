@@ -21,6 +21,7 @@ Then:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +44,7 @@ from cache.store import Cache
 from fs.deltas import Delta, bases_held, delta_for, put_chunk
 from fs.follower import Follower
 from fs.link import Link
-from fs.replica import Replica, ViewChange
+from fs.replica import HOLD, Replica, ViewChange
 
 log = logging.getLogger("loft.sync")
 
@@ -75,7 +76,10 @@ class Uploader:
     def __init__(
         self, cache: Cache, writer: Writer, replica: Replica, client: Client, ns: int,
         link: Link, follower: Follower, sink: Callable[[list[ViewChange]], None],
+        writing: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
+        """``writing``: the entries being written now (``Stager.writing``), whose
+        creates wait for their content (``Replica.build_batch``)."""
         self.cache = cache
         self.writer = writer
         self.replica = replica
@@ -84,6 +88,7 @@ class Uploader:
         self.link = link
         self.follower = follower
         self.sink = sink
+        self.writing = writing
         self._wake = trio.Event()
         self._drained = trio.Event()
 
@@ -104,11 +109,13 @@ class Uploader:
         backoff = Backoff()
         task_status.started()
         while True:
-            batch, notes = await self.writer.write(self.replica.build_batch)
+            writing = self.writing()
+            batch, notes = await self.writer.write(
+                functools.partial(self.replica.build_batch, writing=writing))
             for note in notes:
                 log.warning("conflict: %s: %s (%s)", note["path"], note["detail"], note["kind"])
             if batch is None:
-                await self._idle()
+                await self._idle(HOLD if writing else 5.0)
                 continue
             try:
                 await self._push(batch)
@@ -128,7 +135,8 @@ class Uploader:
                 await backoff.wait(self._wake)
                 self._wake = trio.Event()
 
-    async def _idle(self) -> None:
+    async def _idle(self, wait: float) -> None:
+        """Until a change wakes the uploader, or ``wait`` seconds."""
         with self.cache.read() as txn:
             left = self.cache.journal.size(txn)
         if left:
@@ -142,7 +150,7 @@ class Uploader:
                     self.link.down(err)
         else:
             self._drained.set()
-        with trio.move_on_after(5.0):
+        with trio.move_on_after(wait):
             await self._wake.wait()
         self._wake = trio.Event()
         await trio.sleep(GATHER)

@@ -32,7 +32,7 @@ from fs.follower import Follower
 from fs.fsck import check
 from fs.link import Link
 from fs.recut import MAX_RANGES, Cutter, Recut, Segment, add_range
-from fs.replica import Replica, ViewChange
+from fs.replica import HOLD, Replica, ViewChange
 from fs.uploader import Uploader
 
 DATA = {n: bytes([n]) * (10 * n) for n in (1, 2, 3)}
@@ -89,6 +89,15 @@ class Device:
             op = {"op": "update", "op_id": p.new_id(), "entry": entry_id,
                   "size": sum(n for _, n in blocks), "mtime": 2, "blocks": blocks}
             self.replica.record_update(txn, op, base)
+
+    def create(self, entry_id: str, name: str) -> None:
+        """A new empty file, as ``creat(2)`` makes it."""
+        with self.cache.env.write() as txn:
+            self.cache.view.put(txn, file(entry_id, name, [], PENDING))
+            op = {"op": "create", "op_id": p.new_id(), "entry": entry_id, "parent": p.ROOT_ID,
+                  "name": name, "kind": "file", "mode": 0o644, "mtime": 1, "size": 0,
+                  "blocks": []}
+            self.replica.record(txn, op, None, p.ROOT_ID)
 
     def rename(self, entry_id: str, parent: str, name: str) -> None:
         with self.cache.env.write() as txn:
@@ -198,17 +207,37 @@ def test_a_delete_of_a_file_renamed_elsewhere_is_dropped(cache: Cache) -> None:
 def test_a_create_and_its_edits_go_up_as_one_create(cache: Cache) -> None:
     dev = Device(cache)
     dev.start([], 0)
-    with cache.env.write() as txn:
-        entry = file(ids(5), "new", [], PENDING)
-        cache.view.put(txn, entry)
-        dev.replica.record(txn, {"op": "create", "op_id": p.new_id(), "entry": ids(5),
-                                 "parent": p.ROOT_ID, "name": "new", "kind": "file",
-                                 "mode": 0o644, "mtime": 1, "size": 0, "blocks": []},
-                           None, p.ROOT_ID)
+    dev.create(ids(5), "new")
     dev.update(ids(5), B1)
     dev.update(ids(5), B2)
     (op,) = dev.batch()
     assert (op["op"], op["blocks"]) == ("create", B2)
+    clean(cache)
+
+
+def test_a_file_still_being_written_goes_up_once_with_its_content(cache: Cache) -> None:
+    """Its create waits (while the file is written, for ``HOLD`` at most) and so does
+    what comes after it; once sealed, the file goes up as one create with its content."""
+    dev = Device(cache)
+    dev.start([], 0)
+    dev.create(ids(9), "new")
+    writing = frozenset({ids(9)})
+    with cache.env.write() as txn:
+        assert dev.replica.build_batch(txn, writing) == (None, [])
+        assert dev.replica.build_batch(txn, frozenset({ids(10)}))[0] is not None
+        cache.env.meta_put(txn, "inflight", None)  # that batch was never sent
+    dev.update(ids(9), B1)  # the close's seal
+    with cache.env.write() as txn:
+        batch, _ = dev.replica.build_batch(txn, frozenset())
+        assert batch is not None
+        assert [(op["op"], op["blocks"]) for op in batch["ops"]] == [("create", B1)]
+        cache.env.meta_put(txn, "inflight", None)
+        (seq, record), *_ = cache.journal.records(txn)
+        record["time"] -= HOLD  # written for longer than that: it goes as it is
+        cache.journal.put(txn, seq, record)
+        batch, _ = dev.replica.build_batch(txn, writing)
+        assert batch is not None
+        assert batch["ops"][0]["op"] == "create"
     clean(cache)
 
 
