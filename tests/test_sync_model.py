@@ -97,7 +97,9 @@ three found, with ``LOFT_MODEL_ROUNDS=8``, a view that did not show a remote ent
 after a change laid over it was refused (the reconciler now re-reads what its last
 replay covered, and what a folder coming back into sight holds); 3358372242 (round 4
 of 8) a view that kept hiding two remote entries after the feed echoed the commit
-that had hidden them (an echo now re-reads what the records it retires touched)."""
+that had hidden them (an echo now re-reads what the records it retires touched).
+Later, on a loaded machine, 2901599308 found a mount that ended when the server was
+killed while its acknowledged commits waited for their echo."""
 
 DEFAULT_SEEDS = [101, 202, 303]
 ROUNDS = int(os.environ.get("LOFT_MODEL_ROUNDS") or 4)
