@@ -646,9 +646,11 @@ async def held(server: Server, cid: str) -> bool:
 
 
 def edited_chunk() -> tuple[bytes, bytes]:
-    """A 1 MiB chunk and the same with one byte changed in the middle."""
+    """A 1 MiB chunk and the same with one byte changed in the middle (flipped: a
+    byte set to a constant would be the same one time in 256)."""
     base = os.urandom(1 << 20)
-    return base, base[: 1 << 19] + b"!" + base[(1 << 19) + 1 :]
+    mid = 1 << 19
+    return base, base[:mid] + bytes([base[mid] ^ 0xFF]) + base[mid + 1 :]
 
 
 async def test_a_chunk_sent_as_a_delta_is_rebuilt_and_stored_whole(acct: Account) -> None:

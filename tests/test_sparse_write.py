@@ -69,12 +69,13 @@ def test_a_one_byte_edit_on_a_device_without_the_content_fetches_and_sends_littl
     a, b = two_devices(new_mount, "big.bin", bytes(model))
     assert cached_chunks(b) == 0
     sent = uploaded(b)
+    flipped = model[12 * MiB] ^ 0xFF  # a changed byte, whatever the noise held there
     fd = os.open(b.path / "big.bin", os.O_WRONLY)
     try:
-        os.pwrite(fd, b"!", 12 * MiB)
+        os.pwrite(fd, bytes([flipped]), 12 * MiB)
     finally:
         os.close(fd)
-    model[12 * MiB] = ord("!")
+    model[12 * MiB] = flipped
     synced(b, SYNC)
     fetched = cached_chunks(b)
     assert 1 <= fetched <= 6, f"{fetched} chunks cached on B for a 1-byte edit of 24 chunks"
