@@ -151,11 +151,19 @@ class Writer:
         self._jobs: list[_Job[Any]] = []
         self._wake = trio.Event()
         self._running = False
+        self._busy = False
+        """A transaction is open in the writer's thread."""
         self._limit = trio.CapacityLimiter(1)
 
-    async def write(self, fn: Callable[[Txn], T]) -> T:
+    async def write(self, fn: Callable[[Txn], T], *, inline: bool = False) -> T:
+        """``inline``: a short job (a file operation's few records) runs at once in the
+        caller's thread if the writer is idle (nothing queued, no transaction open):
+        the same transaction without the trip to the writer's thread and back, about
+        8 µs instead of 300. Otherwise it queues behind the others, in order."""
         job: _Job[T] = _Job(fn)
-        if not self._running:
+        if inline and self._running and not self._jobs and not self._busy:
+            self._commit([job])
+        elif not self._running:
             await trio.to_thread.run_sync(self._commit, [job], limiter=self._limit)
             job.done.set()
         else:
@@ -174,8 +182,12 @@ class Writer:
                 await self._wake.wait()
                 self._wake = trio.Event()
                 jobs, self._jobs = self._jobs, []
-                with trio.CancelScope(shield=True):  # a job taken is a job finished
-                    await trio.to_thread.run_sync(self._commit, jobs, limiter=self._limit)
+                self._busy = True
+                try:
+                    with trio.CancelScope(shield=True):  # a job taken is a job finished
+                        await trio.to_thread.run_sync(self._commit, jobs, limiter=self._limit)
+                finally:
+                    self._busy = False
                 for job in jobs:
                     job.done.set()
         finally:

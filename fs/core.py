@@ -225,8 +225,9 @@ class MountCore:
             log.warning("%s", message)
 
     async def _change(self, job: Callable[[Txn], R]) -> R:
-        """Run a local change in the writer, then wake the uploader."""
-        result = await self.writer.write(job)
+        """Run a local change in the writer (a few records: in place if the writer is
+        idle), then wake the uploader."""
+        result = await self.writer.write(job, inline=True)
         self.changed()
         return result
 
