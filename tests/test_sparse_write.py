@@ -52,6 +52,15 @@ def uploaded(mount: Mount) -> int:
     return int(json.loads(path.read_text())["uploaded_bytes"])
 
 
+def open_files(pid: int) -> list[str]:
+    """What the process's file descriptors point at (``/proc/PID/fd``)."""
+    targets = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return targets
+
+
 def two_devices(new_mount: NewMount, name: str, content: bytes) -> tuple[Mount, Mount]:
     """Device A writes ``name``; device B, which never read it, shows it."""
     a = new_mount()
@@ -130,12 +139,20 @@ def test_kill_9_after_an_fsync_of_sparse_edits_keeps_exactly_what_was_fsynced(
             model[offset : offset + len(piece)] = piece
         os.fsync(fd)
         os.pwrite(fd, b"never fsynced", 4 * MiB)  # not promised: lost with the mount
-        kill_9(mount_pid(b.device))
+        pid = mount_pid(b.device)
+        staging = b.device.home / "staging"
+        assert list(staging.iterdir()) == []  # the open file's staging file has no name
+        assert any(
+            target.startswith(f"{staging}/#") and target.endswith(" (deleted)")
+            for target in open_files(pid)
+        ), open_files(pid)
+        kill_9(pid)
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)
     detach_killed(b.path)
     mount(b.device, b.path)
+    assert list(staging.iterdir()) == []  # and none was left behind
     assert shown(b, "db.bin", bytes(model)), "B after kill -9 is not the fsync'd content"
     wait_for(lambda: shown(a, "db.bin", bytes(model)), SYNC, "the fsync'd content on A")
 
