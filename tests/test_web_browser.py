@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -57,6 +58,16 @@ def sign_in(driver: webdriver.Chrome, url: str, user: str, password: str) -> Non
     driver.find_element(By.CSS_SELECTOR, "form[action='/signin'] button").click()
 
 
+def alert_text(driver: webdriver.Chrome) -> str:
+    """The text of the page's ``[role=alert]`` element, "" while there is none (or the
+    page is being replaced)."""
+    try:
+        found = driver.find_elements(By.CSS_SELECTOR, "[role=alert]")
+        return found[0].text if found else ""
+    except StaleElementReferenceException:
+        return ""
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -71,8 +82,8 @@ def test_sign_in_upload_see_on_device_download_restore_and_expire(
     browser.get(f"{url}/files/")
     assert browser.current_url.startswith(f"{url}/signin?next=")
     sign_in(browser, url, user, "wrong password")
-    assert "Wrong user name or password" in browser.find_element(By.CSS_SELECTOR,
-                                                                 "[role=alert]").text
+    wait_for(lambda: "Wrong user name or password" in alert_text(browser), 10,
+             "the refusal on the page")  # the click returns before the answer is shown
     sign_in(browser, url, user, PASSWORD)
     wait_for(lambda: browser.current_url == f"{url}/files/", 10, "the files page")
 
