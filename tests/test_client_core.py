@@ -9,7 +9,9 @@ the batch the uploader would send, and ``fs.fsck``.
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
 import random
 import socket
 import tempfile
@@ -33,6 +35,7 @@ from fs.fsck import check
 from fs.link import Link
 from fs.recut import MAX_RANGES, Cutter, Recut, Segment, add_range
 from fs.replica import HOLD, Replica, ViewChange
+from fs.staging import unnamed_file
 from fs.uploader import Uploader
 
 DATA = {n: bytes([n]) * (10 * n) for n in (1, 2, 3)}
@@ -494,3 +497,26 @@ def test_a_sequential_reader_asks_for_each_chunk_ahead_once() -> None:
     assert list(ahead.unasked(2, 8)) == [9]  # the reader moved one chunk on
     ahead.step(10 << 30, 1)  # a jump: a random reader, its window asked anew
     assert list(ahead.unasked(3, 2)) == [3, 4]
+
+
+def test_a_staging_file_has_no_name_with_or_without_o_tmpfile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``O_TMPFILE`` where the file system has it; else a name removed at once."""
+    real_open = os.open
+
+    def without_tmpfile(path: Any, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "no O_TMPFILE here")
+        return real_open(path, flags, mode)
+
+    for patched in (False, True):
+        if patched:
+            monkeypatch.setattr(os, "open", without_tmpfile)
+        fd = unnamed_file(tmp_path)
+        try:
+            assert os.pwrite(fd, b"staged", 3) == 6
+            assert os.pread(fd, 9, 0) == b"\0\0\0staged"
+            assert list(tmp_path.iterdir()) == []
+        finally:
+            os.close(fd)
