@@ -30,24 +30,12 @@ from cache.records import (
     same_content,
 )
 from cache.store import Cache
+from fs.batching import full, held, merge
 from fs.conflicts import conflicted_name, derived_id
 from fs.reconcile import MAX_TRIES, Planner, Step, rewrite
 from fs.virtual import Virtual
 
 log = logging.getLogger("loft.sync")
-
-BATCH = 500
-"""Journal records per commit at most."""
-HOLD = 5.0
-"""Seconds a new file's create waits, while a program still writes it, for the
-content its close makes a version: one version (the file as written), not an empty
-one first. Later records wait behind it (the journal goes up in order)."""
-
-
-def _blocks(ops: list[dict[str, Any]]) -> int:
-    """Blocks the operations name: a commit names ``protocol.MAX_COMMIT_BLOCKS`` at most."""
-    return sum(len(op.get("blocks", ())) for op in ops)
-
 
 @dataclass
 class ViewChange:
@@ -64,13 +52,6 @@ class ViewChange:
             self.new is None or any(self.old.get(k) != self.new.get(k) for k in ("blocks",
                                                                              "target", "size"))
         )
-
-
-def _held(step: Step, record: Record, writing: frozenset[str]) -> bool:
-    """Whether the step creates a file still being written, recently (``HOLD``)."""
-    return time.time() - record["time"] < HOLD and any(
-        op["op"] == "create" and op["entry"] in writing for op in step.ops
-    )
 
 
 def _visible(entry: Entry | None) -> dict[str, Any] | None:
@@ -271,15 +252,14 @@ class Replica:
             step = planner.plan(seq, record)
             if step.acked:
                 continue
-            if len(batch["covers"]) >= BATCH or (batch["ops"] and _blocks(batch["ops"])
-                                                  + _blocks(step.ops) > p.MAX_COMMIT_BLOCKS):
+            if full(batch, step):
                 break
-            if self._merge(batch, step, created):
+            if merge(batch, step, created):
                 batch["covers"].append([seq, []])
                 continue
             ids = {op["entry"] for op in step.ops}
             ids |= {o["replace"]["entry"] for o in step.ops if "replace" in o}
-            if not step.sendable or ids & busy or _held(step, record, writing):
+            if not step.sendable or ids & busy or held(step, record, writing):
                 break
             first = len(batch["ops"])
             for op in step.ops:
@@ -310,25 +290,6 @@ class Replica:
             return None, found
         self.cache.env.meta_put(txn, "inflight", batch)
         return batch, found
-
-    @staticmethod
-    def _merge(batch: Batch, step: Step, created: dict[str, int]) -> bool:
-        """Fold a content or attribute change into the batch's last create, mkdir,
-        update or setattr of the same entry (the one it was planned on): one version on
-        the server instead of several, on the same base."""
-        if len(step.ops) != 1 or step.ops[0]["op"] not in ("update", "setattr"):
-            return False
-        op = step.ops[0]
-        index = created.get(op["entry"])
-        if index is None:
-            return False
-        target = batch["ops"][index]
-        if target["op"] == "setattr" and op["op"] == "update":
-            return False  # a setattr carries no content: the update goes next time
-        for key in ("size", "blocks", "mode", "mtime"):
-            if key in op:
-                target[key] = op[key]
-        return True
 
     def acked(self, txn: Txn, batch: Batch, answer: dict[str, Any]) -> list[ViewChange]:
         """The server applied ``batch``: its records wait for the feed to echo it."""

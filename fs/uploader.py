@@ -41,10 +41,11 @@ from backend.tasks import for_each
 from cache.env import Writer
 from cache.records import Batch
 from cache.store import Cache
+from fs.batching import HOLD
 from fs.deltas import Delta, bases_held, delta_for, put_chunk
 from fs.follower import Follower
 from fs.link import Link
-from fs.replica import HOLD, Replica, ViewChange
+from fs.replica import Replica, ViewChange
 
 log = logging.getLogger("loft.sync")
 
@@ -115,7 +116,7 @@ class Uploader:
             for note in notes:
                 log.warning("conflict: %s: %s (%s)", note["path"], note["detail"], note["kind"])
             if batch is None:
-                await self._idle(HOLD if writing else 5.0)
+                await self._idle()
                 continue
             try:
                 await self._push(batch)
@@ -135,8 +136,9 @@ class Uploader:
                 await backoff.wait(self._wake)
                 self._wake = trio.Event()
 
-    async def _idle(self, wait: float) -> None:
-        """Until a change wakes the uploader, or ``wait`` seconds."""
+    async def _idle(self) -> None:
+        """Until a change wakes the uploader, or ``HOLD`` seconds (a create held
+        back for a file being written goes once its hold is over)."""
         with self.cache.read() as txn:
             left = self.cache.journal.size(txn)
         if left:
@@ -150,7 +152,7 @@ class Uploader:
                     self.link.down(err)
         else:
             self._drained.set()
-        with trio.move_on_after(wait):
+        with trio.move_on_after(HOLD):
             await self._wake.wait()
         self._wake = trio.Event()
         await trio.sleep(GATHER)

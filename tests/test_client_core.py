@@ -28,13 +28,14 @@ from backend.client import Client
 from cache.env import Env, Q, Writer
 from cache.records import PENDING, Entry
 from cache.store import Cache
+from fs.batching import HOLD
 from fs.conflicts import conflicted_name
 from fs.content import READ_AHEAD, ReadAhead
 from fs.follower import Follower
 from fs.fsck import check
 from fs.link import Link
 from fs.recut import MAX_RANGES, Cutter, Recut, Segment, add_range
-from fs.replica import HOLD, Replica, ViewChange
+from fs.replica import Replica, ViewChange
 from fs.staging import unnamed_file
 from fs.uploader import Uploader
 
