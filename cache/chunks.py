@@ -9,7 +9,13 @@ others are evicted least-recently-used first once the cache exceeds its cap.
 Reads never write: a read notes its use in memory (``_used``), and the writer folds
 those notes into the ``lru`` order when it next trims (``flush_ticks``), so a cached
 read never waits for the writer lock. A use noted in memory and lost in a crash only
-makes that chunk look older.
+makes that chunk look older. Every ``RELEASE_BYTES`` read or stored, the pages of the
+map touched meanwhile are given back (``cache.mapped``; storing touches some too): a
+stream of chunks through the cache does not pile up in the mount's resident set.
+
+``meta`` keeps the totals ``bytes`` (all cached chunks) and ``pending_bytes`` (those
+waiting for an upload), updated with every change, so ``usage()`` reads two numbers
+whatever the cache holds.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from typing import NotRequired, TypedDict
 
 from backend import protocol as p
 from cache.env import Env, Q, Txn
+
+RELEASE_BYTES = 4 << 20
+"""Chunk bytes read or stored between two releases of the map's pages."""
 
 
 class ChunkMeta(TypedDict):
@@ -43,6 +52,7 @@ class Chunks:
         self.meta_db = env.db["chunk_meta"]
         self.lru = env.db["lru"]
         self._used: set[str] = set()
+        self._moved = 0
 
     # --- reads (any thread, never write) -----------------------------------------
 
@@ -53,7 +63,14 @@ class Chunks:
                 return None
             content = bytes(data)
         self._used.add(cid)
+        self._touched(len(content))
         return content
+
+    def _touched(self, size: int) -> None:
+        self._moved += size
+        if self._moved >= RELEASE_BYTES:  # a race here only moves a release a little
+            self._moved = 0
+            self.env.release_pages()
 
     def has(self, cid: str) -> bool:
         with self.env.read() as txn:
@@ -70,19 +87,25 @@ class Chunks:
 
     def usage(self) -> Usage:
         with self.env.read() as txn:
-            pending = 0
-            for _, raw in txn.cursor(db=self.meta_db):
-                meta = p.decode(bytes(raw))
-                if meta["pending"]:
-                    pending += meta["size"]
             return Usage(
                 bytes=int(self.env.meta_get(txn, "bytes", 0)),
-                pending_bytes=pending,
+                pending_bytes=int(self.env.meta_get(txn, "pending_bytes", 0)),
                 chunks=self.env.count(txn, "chunks"),
                 cap=self.cap,
             )
 
     # --- writes (the writer's thread) --------------------------------------------
+
+    def count_pending(self, txn: Txn) -> None:
+        """Set ``pending_bytes`` from the chunks themselves (a cache of a version
+        without that total)."""
+        total = sum(meta["size"] for _, raw in txn.cursor(db=self.meta_db)
+                    if (meta := p.decode(bytes(raw)))["pending"])
+        self.env.meta_put(txn, "pending_bytes", total)
+
+    def _add_pending(self, txn: Txn, size: int) -> None:
+        total = int(self.env.meta_get(txn, "pending_bytes", 0)) + size
+        self.env.meta_put(txn, "pending_bytes", total)
 
     def _tick(self, txn: Txn) -> int:
         tick = int(self.env.meta_get(txn, "tick", 0)) + 1
@@ -99,6 +122,7 @@ class Chunks:
             if pending and not meta["pending"]:
                 meta["pending"] = True
                 txn.put(cid.encode(), p.encode(meta), db=self.meta_db)
+                self._add_pending(txn, meta["size"])
             return
         tick = self._tick(txn)
         txn.put(cid.encode(), data, db=self.data)
@@ -108,6 +132,9 @@ class Chunks:
         txn.put(cid.encode(), p.encode(meta), db=self.meta_db)
         txn.put(Q.pack(tick) + cid.encode(), b"", db=self.lru)
         self.env.meta_put(txn, "bytes", int(self.env.meta_get(txn, "bytes", 0)) + len(data))
+        if pending:
+            self._add_pending(txn, len(data))
+        self._touched(len(data))
 
     def release(self, txn: Txn, cids: list[str]) -> None:
         """These chunks wait for no upload any more (they reached the server, or no
@@ -117,6 +144,7 @@ class Chunks:
             if meta is not None and meta["pending"]:
                 meta["pending"] = False
                 txn.put(cid.encode(), p.encode(meta), db=self.meta_db)
+                self._add_pending(txn, -meta["size"])
 
     def flush_ticks(self, txn: Txn) -> None:
         """Move the chunks read since the last call to the young end of the LRU."""

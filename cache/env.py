@@ -7,7 +7,7 @@ Sub-databases (keys and values are bytes; CBOR where a value is a record of
     name        key                            value
     =========== ============================== ========================================
     meta        b"cursor", b"ns", b"next_ino", CBOR int
-                b"journal_seq", b"bytes",
+                b"journal_seq", b"bytes", b"pending_bytes",
                 b"conflict_seq"
                 b"inflight"                    CBOR ``Batch`` or null
                 b"overlay"                     CBOR list of the entry ids the last
@@ -58,6 +58,7 @@ import trio
 
 from backend import protocol as p
 from backend.private import DIR_MODE, tighten
+from cache import mapped
 
 T = TypeVar("T")
 
@@ -96,6 +97,7 @@ class Env:
             mode=DIR_MODE,
         )
         self.db = {name: self.lmdb.open_db(name.encode()) for name in DBS}
+        self._map: list[tuple[int, int]] = []
 
     def read(self) -> Txn:
         return self.lmdb.begin()
@@ -108,6 +110,12 @@ class Env:
     def flush(self) -> None:
         """Make every committed transaction durable (fsync). Blocking."""
         self.lmdb.sync(True)
+
+    def release_pages(self) -> None:
+        """Unmap the pages of the map this process touched (``cache.mapped``)."""
+        if not self._map:  # LMDB maps the file once, at its full size, when opened
+            self._map = mapped.regions(self.path / "data.mdb")
+        mapped.release(self._map)
 
     def close(self) -> None:
         self.lmdb.sync(True)

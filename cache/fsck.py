@@ -109,14 +109,19 @@ def check_journal(txn: Txn, cache: Cache) -> list[str]:
 
 def check_chunks(txn: Txn, cache: Cache) -> list[str]:
     problems: list[str] = []
+    pending = 0
     for key, raw in txn.cursor(db=cache.env.db["chunk_meta"]):
         cid = bytes(key).decode()
         meta = p.decode(bytes(raw))
+        pending += meta["size"] if meta["pending"] else 0
         data = txn.get(key, db=cache.env.db["chunks"])
         if data is None:
             problems.append(f"chunks: {cid} is listed but its content is missing")
         elif meta["pending"] and p.chunk_id(bytes(data)) != cid:
             problems.append(f"chunks: pending chunk {cid} does not match its id")
+    counted = cache.env.meta_get(txn, "pending_bytes", 0)
+    if counted != pending:
+        problems.append(f"chunks: {counted} bytes counted as pending, {pending} are")
     return problems
 
 

@@ -49,6 +49,8 @@ class Cache:
         with self.env.write() as txn:
             if self.env.meta_get(txn, "layout") != LAYOUT:
                 self._reset(txn)
+            if self.env.meta_get(txn, "pending_bytes") is None:
+                self.chunks.count_pending(txn)
 
     def _reset(self, txn: Txn) -> None:
         """A cache of another layout (or none): start from an empty tree, which the

@@ -25,6 +25,7 @@ import trio
 from backend import protocol as p
 from backend.chunking import cut, cut_bytes
 from backend.client import Client
+from cache.chunks import RELEASE_BYTES
 from cache.env import Env, Q, Writer
 from cache.records import PENDING, Entry
 from cache.store import Cache
@@ -254,6 +255,8 @@ def test_chunks_of_a_version_folded_into_a_later_one_wait_for_no_upload(cache: C
     dev.update(ids(6), B3)
     with cache.env.write() as txn:
         assert sorted(cache.chunks.pending(txn)) == sorted(str(b[0]) for b in B2 + B3)
+    assert cache.chunks.usage()["pending_bytes"] == len(DATA[2]) + len(DATA[3])
+    with cache.env.write() as txn:
         batch, _ = dev.replica.build_batch(txn)
         assert batch is not None
         assert [op["blocks"] for op in batch["ops"]] == [B3]
@@ -270,7 +273,46 @@ def test_pending_chunks_no_change_names_are_released_at_start(cache: Cache) -> N
         cache.chunks.put(txn, str(B3[0][0]), DATA[3], pending=True)
         assert cache.sweep_pending(txn) == 1
         assert cache.chunks.pending(txn) == [B2[0][0]]
+    assert cache.chunks.usage()["pending_bytes"] == len(DATA[2])
     clean(cache)
+
+
+def test_a_cache_without_the_pending_total_counts_it_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "cache"
+    cache = Cache(path)
+    with cache.env.write() as txn:
+        cache.chunks.put(txn, str(B1[0][0]), DATA[1], pending=True)
+        cache.chunks.put(txn, str(B2[0][0]), DATA[2], pending=False)
+        txn.delete(b"pending_bytes", db=cache.env.db["meta"])
+    cache.close()
+    cache = Cache(path)
+    assert cache.chunks.usage()["pending_bytes"] == len(DATA[1])
+    clean(cache)
+    cache.close()
+
+
+def resident_file_kib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("RssFile:", 1)[1].split()[0])
+
+
+def test_chunks_streamed_through_the_cache_leave_no_pages_resident(cache: Cache) -> None:
+    """64 MiB read chunk by chunk from the cache: the pages of the map they came from
+    are given back as the reads go (every ``RELEASE_BYTES``), and all at once by
+    ``release_pages``; the content reads back the same after."""
+    rng = random.Random(5)
+    contents = [rng.randbytes(4 << 20) for _ in range(16)]
+    with cache.env.write() as txn:
+        for data in contents:
+            cache.chunks.put(txn, p.chunk_id(data), data, pending=False)
+    cache.env.release_pages()
+    before = resident_file_kib()
+    for data in contents:
+        assert cache.chunks.get(p.chunk_id(data)) == data
+    assert resident_file_kib() - before < (RELEASE_BYTES >> 10) + 8192
+    cache.env.release_pages()
+    assert resident_file_kib() - before < 8192
+    assert [cache.chunks.get(p.chunk_id(d)) for d in contents] == contents
 
 
 def test_conflicted_names_stay_within_255_bytes() -> None:
