@@ -262,7 +262,7 @@ class Stager:
         """Cut what changed of the staging file into chunks (``Recut``), cache the new
         ones as pending; the block list and size of the version it now holds. Cutting
         the next ``SEAL_BATCH`` bytes (a worker thread) overlaps storing the last ones
-        (the writer). Memory: at most two batches."""
+        (the writer). Memory: at most three batches."""
         size = os.fstat(staged.fd).st_size
         recut = Recut(staged.base.get("blocks", []), dirty, size)
         near = all(hi - lo <= p.CDC_MAX for lo, hi in recut.ranges)
@@ -271,7 +271,7 @@ class Stager:
             trio.from_thread.run(self.fill, staged, lo, hi)
 
         segments: list[Segment] = []
-        send, receive = trio.open_memory_channel[list[NewChunk]](0)
+        send, receive = trio.open_memory_channel[list[NewChunk]](1)
 
         async def store() -> None:
             async with receive:

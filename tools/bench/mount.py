@@ -15,7 +15,9 @@ of a fresh embedded-default server, with device B of the same user mounted besid
 * ``tar x`` of a FILES-file tree (200 B to 4 KiB each, in 50 directories), for Loft
   also until uploaded; then ``ls -lR`` of it after dropping the kernel's caches;
 * A→B latency of a small new file: from ``open`` on A until B reads its content
-  (polled every 5 ms). Loft only: local disk and memfs have no second device.
+  (polled every 5 ms). Loft only: local disk and memfs have no second device;
+* the baseline of the transfers: ``tools.bench.rawhttp``'s PUT and GET of SIZE MiB
+  (the same HTTP stack, nothing stored), beside A's upload and B's cold read.
 
 Every read is checked against what was written, and the tree must reach B whole.
 Prints seconds per workload and target, the ratios of Loft's time to the baselines'
@@ -44,6 +46,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tools.bench.rawhttp
 from tools.localserver import ROOT, LocalServer, Stores, loft
 
 MiB = 1 << 20
@@ -263,6 +266,8 @@ class Run:
     shares: dict[str, dict[str, float]] = field(default_factory=dict)
     mounts_cpu: float = 0.0
     """CPU seconds of the Loft mounts (not children this process waits for)."""
+    raw: tuple[float, float] = (math.nan, math.nan)
+    """Seconds of the raw HTTP PUT and GET of ``size`` bytes (``tools.bench.rawhttp``)."""
     notes: list[str] = field(default_factory=list)
     cleanup_failed: bool = False
 
@@ -631,6 +636,13 @@ def report(run: Run) -> None:
             ratio = loft_s / ref if ref > 0 else math.nan
             line += f"{'—' if math.isnan(ratio) else f'{ratio:.1f}x':>12}"
         print(line)
+    print(f"against raw HTTP on the same stack ({tools.bench.rawhttp.__name__}: 1 MiB"
+          " requests over 6 connections, no storage), as a fraction of its rate:")
+    for key, label, raw in (("write_uploaded", "PUT; A until uploaded", run.raw[0]),
+                            ("read_cold", "GET; B's cold read", run.raw[1])):
+        loft_s = run.seconds.get(key, {}).get("loft", math.nan)
+        print(f"  raw {label:<24}{cell(raw, run.size):>22}{cell(loft_s, run.size):>22}"
+              f"{raw / loft_s:>8.2f}")
     print("A→B latency has no baseline: local disk and memfs have no second device.")
     print("'until uploaded' is read from status.json, rewritten each second: up to 1 s late.")
     for text in run.notes:
@@ -681,6 +693,8 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             stack.callback(run.cleanup, "remove the work directory", lambda: remove_work(run))
             run.prepare()
+            with step("raw HTTP: PUT and GET of the same size"):
+                run.raw = tools.bench.rawhttp.measure(run.size)
             for target, bench in zip(TARGETS, (bench_local, bench_memfs, bench_loft), strict=True):
                 with machine_share(run.shares.setdefault(target, {}), lambda: run.mounts_cpu):
                     bench(run)

@@ -5,17 +5,24 @@ chunking, hashing, compression or storage: PUT discards its body, GET answers by
 from memory. Whatever Loft is slower than this is Loft's own cost.
 
     python -m tools.bench.rawhttp PORT
+
+``measure(size)`` starts it, PUTs and GETs ``size`` bytes, and stops it.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import time
 from typing import Any
 
+import httpx
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+MiB = 1024 * 1024
 _BLOB = bytes(range(256)) * (16 * 1024)  # 4 MiB
 
 
@@ -43,6 +50,53 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def raw_http(url: str, size: int, workers: int = 6) -> tuple[float, float]:
+    """Seconds to PUT, then GET, ``size`` bytes in 1 MiB requests (Loft's mean chunk
+    size) over ``workers`` connections."""
+    body = os.urandom(MiB)
+    count = size // MiB
+
+    async def run(method: str) -> float:
+        jobs = iter(range(count))
+        async with httpx.AsyncClient(timeout=60) as client:
+
+            async def worker() -> None:
+                for i in jobs:
+                    if method == "PUT":
+                        (await client.put(f"{url}/blob/{i}", content=body)).raise_for_status()
+                    else:
+                        answer = await client.get(f"{url}/blob/{i}?size={MiB}")
+                        answer.raise_for_status()
+
+            start = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for _ in range(workers):
+                    nursery.start_soon(worker)
+            return time.perf_counter() - start
+
+    return await run("PUT"), await run("GET")
+
+
+def measure(size: int) -> tuple[float, float]:
+    """The baseline: seconds to PUT and to GET ``size`` bytes, this server started on a
+    free loopback port for the purpose and stopped after."""
+    from tools.localserver import free_port  # the server side imports no Loft code
+
+    port = free_port()
+    raw = subprocess.Popen([sys.executable, "-m", "tools.bench.rawhttp", str(port)])
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        return trio.run(raw_http, f"http://127.0.0.1:{port}", size)
+    finally:
+        raw.terminate()
+        raw.wait()
 
 
 def main() -> None:

@@ -20,10 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-import trio
-
-from tools.localserver import ROOT, LocalServer, Stores, free_port, loft_argv, loft_env
+from tools.bench.rawhttp import measure
+from tools.localserver import ROOT, LocalServer, Stores, loft_argv, loft_env
 
 MiB = 1024 * 1024
 
@@ -35,32 +33,6 @@ def write_random(path: Path, size: int) -> None:
             piece = min(left, 16 * MiB)
             f.write(os.urandom(piece))
             left -= piece
-
-
-async def raw_http(url: str, size: int, workers: int = 6) -> tuple[float, float]:
-    """Seconds to PUT, then GET, ``size`` bytes in 1 MiB requests."""
-    body = os.urandom(MiB)
-    count = size // MiB
-
-    async def run(method: str) -> float:
-        jobs = iter(range(count))
-        async with httpx.AsyncClient(timeout=60) as client:
-
-            async def worker() -> None:
-                for i in jobs:
-                    if method == "PUT":
-                        (await client.put(f"{url}/blob/{i}", content=body)).raise_for_status()
-                    else:
-                        answer = await client.get(f"{url}/blob/{i}?size={MiB}")
-                        answer.raise_for_status()
-
-            start = time.perf_counter()
-            async with trio.open_nursery() as nursery:
-                for _ in range(workers):
-                    nursery.start_soon(worker)
-            return time.perf_counter() - start
-
-    return await run("PUT"), await run("GET")
 
 
 def timed(*args: str, home: Path) -> tuple[float, int]:
@@ -92,19 +64,7 @@ def main() -> None:
         src = work / "payload.bin"
         write_random(src, size)
 
-        port = free_port()
-        raw = subprocess.Popen([sys.executable, "-m", "tools.bench.rawhttp", str(port)])
-        try:
-            for _ in range(100):
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
-            raw_put, raw_get = trio.run(raw_http, f"http://127.0.0.1:{port}", size)
-        finally:
-            raw.terminate()
-            raw.wait()
+        raw_put, raw_get = measure(size)
 
         server = LocalServer(Stores(work / "server"))
         server.start()
