@@ -28,11 +28,14 @@ def regions(path: Path) -> list[tuple[int, int]]:
     """``(start, length)`` of each mapping of ``path`` in this process."""
     name = str(path.resolve())
     found: list[tuple[int, int]] = []
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            if line.rstrip("\n").endswith(name):
-                start, _, end = line.split(" ", 1)[0].partition("-")
-                found.append((int(start, 16), int(end, 16) - int(start, 16)))
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                if line.rstrip("\n").endswith(name):
+                    start, _, end = line.split(" ", 1)[0].partition("-")
+                    found.append((int(start, 16), int(end, 16) - int(start, 16)))
+    except OSError as err:  # no /proc: the pages stay mapped, nothing else changes
+        log.debug("cannot read /proc/self/maps: %s", err)
     return found
 
 
