@@ -97,7 +97,7 @@ class Env:
             mode=DIR_MODE,
         )
         self.db = {name: self.lmdb.open_db(name.encode()) for name in DBS}
-        self._map: list[tuple[int, int]] = []
+        self._map: list[tuple[int, int]] | None = None
 
     def read(self) -> Txn:
         return self.lmdb.begin()
@@ -113,7 +113,7 @@ class Env:
 
     def release_pages(self) -> None:
         """Unmap the pages of the map this process touched (``cache.mapped``)."""
-        if not self._map:  # LMDB maps the file once, at its full size, when opened
+        if self._map is None:  # LMDB maps the file once, at its full size, when opened
             self._map = mapped.regions(self.path / "data.mdb")
         mapped.release(self._map)
 

@@ -19,9 +19,11 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-_libc.madvise.restype = ctypes.c_int
+libc = ctypes.CDLL(None, use_errno=True)
+"""The C library this process runs on (glibc here: ``madvise``, ``mallopt``,
+``malloc_trim``)."""
+libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+libc.madvise.restype = ctypes.c_int
 
 
 def regions(path: Path) -> list[tuple[int, int]]:
@@ -42,5 +44,5 @@ def regions(path: Path) -> list[tuple[int, int]]:
 def release(spans: list[tuple[int, int]]) -> None:
     """Unmap the resident pages of these mappings (``regions`` of a file)."""
     for start, length in spans:
-        if _libc.madvise(start, length, mmap.MADV_DONTNEED) != 0:
+        if libc.madvise(start, length, mmap.MADV_DONTNEED) != 0:
             log.debug("madvise at %#x failed: errno %d", start, ctypes.get_errno())

@@ -14,7 +14,6 @@ the mount is doing; like everything in the home it is 0600 (``backend.private``)
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from backend.client import Client, History
 from backend.errors import LoftError
 from backend.private import write_private
 from cache.env import Txn, Writer
+from cache.mapped import libc
 from cache.store import Cache
 from fs.content import Fetcher
 from fs.follower import Follower
@@ -53,13 +53,6 @@ ARENAS = 2
 """glibc malloc arenas the mount's threads share."""
 
 
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
 def _share_arenas() -> None:
     """Let the mount's threads share ``ARENAS`` glibc malloc arenas.
 
@@ -70,9 +63,8 @@ def _share_arenas() -> None:
     (A low mmap threshold would return each buffer to the system instead, at the cost
     of faulting every page in again: warm reads ran at a third of their speed.)
     Elsewhere than glibc this does nothing."""
-    libc = _libc()
     m_arena_max = -8
-    if libc is not None and not libc.mallopt(m_arena_max, ARENAS):
+    if not hasattr(libc, "mallopt") or not libc.mallopt(m_arena_max, ARENAS):
         log.debug("mallopt(M_ARENA_MAX) refused")
 
 
@@ -80,8 +72,7 @@ def _give_back_heap() -> None:
     """Return the free pages of the malloc arenas to the system (``malloc_trim``):
     what the buffers of a large transfer left behind, once a second rather than at
     each free (see ``_share_arenas``)."""
-    libc = _libc()
-    if libc is not None:
+    if hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
 
 

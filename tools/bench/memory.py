@@ -39,8 +39,9 @@ import trio
 
 from backend import protocol as p
 from backend.cursor import Position, reached
+from tools.bench.edits import one_device
 from tools.bench.mount import BenchError, Device, MiB, step, wait_for, write_file
-from tools.localserver import LocalServer, Stores
+from tools.localserver import LocalServer
 
 FOLDERS = 100
 BATCH = 5000
@@ -109,15 +110,8 @@ def until_uploaded(device: Device, since_ns: int) -> None:
 
 
 def run(work: Path, size_mib: int, files: int) -> list[tuple[str, dict[str, float], float]]:
-    server = LocalServer(Stores(work / "server" / "data"))
-    device = Device("A", work / "home-a", work / "mnt-a")
     rows: list[tuple[str, dict[str, float], float]] = []
-    try:
-        with step("starting a server, logging in, mounting"):
-            server.start()
-            server.add_user("bench")
-            server.login("bench", device.home, device="A")
-            device.mount()
+    with one_device(work) as (server, device):
         time.sleep(1.0)
         rows.append(("idle, empty workspace", memory_mib(device.pid()), 0.0))
         payload = bytearray(size_mib * MiB)
@@ -155,9 +149,6 @@ def run(work: Path, size_mib: int, files: int) -> list[tuple[str, dict[str, floa
                          time.perf_counter() - start))
             time.sleep(2.0)
             rows.append(("... 2 s after", memory_mib(pid), 0.0))
-    finally:
-        device.unmount()
-        server.stop()
     return rows
 
 
