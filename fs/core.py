@@ -204,7 +204,7 @@ class MountCore:
         size, mtime = entry["size"], entry["mtime"]
         staged = self.stager.staged.get(entry["id"])
         if staged is not None:
-            size = os.fstat(staged.fd).st_size
+            size = staged.file.size()
             if staged.modified:
                 mtime = staged.mtime
         attr.st_size = size

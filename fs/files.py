@@ -72,7 +72,7 @@ class FileHandlers(MountCore):
         dirty = staged.take()
         try:
             if self.stager.small(staged):
-                await self.stager.fill(staged, 0, os.fstat(staged.fd).st_size)
+                await self.stager.fill(staged, 0, staged.file.size())
 
                 def job(txn: Txn) -> tuple[list[list[Any]], int, list[ViewChange] | None]:
                     blocks, size = self.stager.seal_in(txn, staged)
@@ -161,7 +161,7 @@ class FileHandlers(MountCore):
         staged = self.stager.staged.get(handle.entry_id)
         if staged is None or not handle.writable:
             raise fail(errno.EBADF)
-        written = os.pwrite(staged.fd, buf, off)
+        written = staged.file.pwrite(buf, off)
         staged.wrote(off, off + written)
         if staged.overlay.crowded:  # many scattered writes: whole chunks, fewer ranges
             await self.stager.fill(staged, off, off + written)

@@ -83,7 +83,12 @@ class LoftOperations(FileHandlers, pyfuse3.Operations):
             change["mode"] = attr.st_mode & 0o7777
         if fields.update_mtime:
             change["mtime"] = attr.st_mtime_ns
-        if entry["id"] not in self.stager.staged:  # what changes nothing makes no version
+        staged = self.stager.staged.get(entry["id"])
+        if staged is not None and staged.modified and "mtime" in change:
+            # Written since its last seal: the seal that makes those bytes a version
+            # carries the time (as a write after it would set it); nothing to journal.
+            staged.mtime = change.pop("mtime")
+        if staged is None:  # what changes nothing makes no version
             change = {k: v for k, v in change.items() if entry.get(k) != v}
         if change and self.inodes.is_orphan(inode, entry):
             entry.update(change)  # type: ignore[typeddict-item]

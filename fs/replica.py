@@ -196,11 +196,18 @@ class Replica:
         return self.refresh(txn, dirty)
 
     def _drop_echoed(self, txn: Txn, cursor: Position) -> set[str]:
+        """Drop the records the feed has passed. Commits are built from the head of the
+        journal, so the acknowledged records are its first ones, oldest commit first:
+        the scan ends at the first record still waiting, not at the journal's end."""
         dirty: set[str] = set()
-        for seq, record in list(self.cache.journal.records(txn)):
-            if record["acked"] is not None and reached(cursor, record["acked"]):
-                self.cache.journal.drop(txn, seq)
-                dirty |= touched(record)
+        echoed: list[int] = []
+        for seq, record in self.cache.journal.records(txn):
+            if record["acked"] is None or not reached(cursor, record["acked"]):
+                break
+            echoed.append(seq)
+            dirty |= touched(record)
+        for seq in echoed:
+            self.cache.journal.drop(txn, seq)
         return dirty
 
     # --- local changes (the FUSE layer's writes) ----------------------------------------
@@ -296,11 +303,13 @@ class Replica:
         results = answer["results"]
         last = 0
         moved: dict[str, tuple[tuple[str, str], Entry]] = {}
+        covered: list[Record] = []
         for seq, indices in batch["covers"]:
             record = self.cache.journal.get(txn, seq)
             last = max(last, seq)
             if record is None:
                 continue
+            covered.append(record)
             asked = record["op"]
             for i in indices:
                 sent = batch["ops"][i]
@@ -316,8 +325,7 @@ class Replica:
                 if seq > last:
                     self.cache.journal.put(txn, seq, rewrite(record, batch["aliases"], moved))
         self.cache.env.meta_put(txn, "inflight", None)
-        covered = (self.cache.journal.get(txn, seq) for seq, _ in batch["covers"])
-        self.cache.release_chunks(txn, [r for r in covered if r is not None], batch["ops"])
+        self.cache.release_chunks(txn, covered, batch["ops"])
         # The feed may have brought the commit already, while it was being answered.
         # The view stays as it is: the server applied exactly what its replay showed.
         cursor = self.cache.env.meta_get(txn, "cursor")

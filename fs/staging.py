@@ -1,11 +1,12 @@
-"""Files being written: staging files on local disk, one per entry, and sealing.
+"""Files being written: staging files, one per entry, and sealing.
 
-A file opened for writing gets a *staging file* in ``LOFT_HOME/staging``, with no
-name (``O_TMPFILE``: no directory entry to make and remove, nothing left by a crash):
-a sparse file of its size, into which nothing is copied. What a program writes lands
-there (never in memory, so a 1 GiB write keeps the mount's memory bounded); every
-other byte is still the one of the version the writer started from (``Staged.base``),
-as ``fs.overlay`` keeps account. Every handle of that entry, readers included, reads
+A file opened for writing gets a *staging file* (``fs.stagefile``): a small one in
+memory, else a file in ``LOFT_HOME/staging`` with no name (``O_TMPFILE``: no
+directory entry to make and remove, nothing left by a crash), sparse, of the file's
+size, into which nothing is copied. What a program writes lands there (on disk past
+1 MiB, so a 1 GiB write keeps the mount's memory bounded); every other byte is still
+the one of the version the writer started from (``Staged.base``), as ``fs.overlay``
+keeps account. Every handle of that entry, readers included, reads
 through the staging file while it exists, with the base's chunks merged in where it
 has none (``Stager.read``). When the last writer closes (or on ``fsync``), the staging
 file is *sealed*: the part that changed is cut again into chunks (FastCDC, ``Recut``),
@@ -22,7 +23,6 @@ loop between two awaits, so it never overwrites a write that raced it.
 from __future__ import annotations
 
 import bisect
-import errno
 import logging
 import os
 import time
@@ -43,6 +43,7 @@ from cache.store import Cache
 from fs.content import BlockMap, Fetcher, read_blocks
 from fs.overlay import Overlay
 from fs.recut import Cutter, Recut, Segment, add_range
+from fs.stagefile import Budget, StagingFile
 
 log = logging.getLogger("loft.fs")
 
@@ -75,7 +76,7 @@ class Staged:
     staging file holds and which are still the base's (``blocks``).
     """
 
-    fd: int
+    file: StagingFile
     base: Entry
     opens: int = 0
     modified: bool = False
@@ -131,6 +132,7 @@ class Stager:
         self.writer = writer
         self.fetcher = fetcher
         self.staged: dict[str, Staged] = {}
+        self.memory = Budget()
         self._locks: dict[str, tuple[trio.Lock, int]] = {}
         root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)  # owner-only: content
         os.chmod(root, DIR_MODE)
@@ -160,28 +162,23 @@ class Stager:
 
     def size(self, entry_id: str) -> int | None:
         staged = self.staged.get(entry_id)
-        return os.fstat(staged.fd).st_size if staged is not None else None
+        return staged.file.size() if staged is not None else None
 
     def stage(self, entry: Entry, truncate: bool) -> Staged:
         """The entry's staging file, made if need be: sparse, of the entry's size,
         nothing copied (emptied if truncating); the caller holds the entry's lock."""
         staged = self.staged.get(entry["id"])
         if staged is None:
-            fd = unnamed_file(self.root)
-            try:
-                os.ftruncate(fd, entry["size"])
-            except BaseException:
-                os.close(fd)
-                raise
-            staged = self.staged[entry["id"]] = Staged(fd, entry)
+            file = StagingFile(self.root, self.memory, entry["size"])
+            staged = self.staged[entry["id"]] = Staged(file, entry)
         if truncate:
             self.resize(staged, 0)
         staged.opens += 1
         return staged
 
     def resize(self, staged: Staged, size: int) -> None:
-        before = os.fstat(staged.fd).st_size
-        os.ftruncate(staged.fd, size)
+        before = staged.file.size()
+        staged.file.truncate(size)
         staged.resized(before, size)
 
     async def fill(self, staged: Staged, lo: int, hi: int) -> None:
@@ -202,7 +199,7 @@ class Stager:
             start = blocks.starts[index]
             # No await from here on: a write cannot land between the gaps and the copy.
             for glo, ghi in staged.overlay.gaps(*_span(blocks, index)):
-                os.pwrite(staged.fd, memoryview(data)[glo - start : ghi - start], glo)
+                staged.file.pwrite(memoryview(data)[glo - start : ghi - start], glo)
                 staged.overlay.filled(glo, ghi)
 
         async with trio.open_nursery() as nursery:
@@ -224,7 +221,7 @@ class Stager:
             return None
         # No await from here on. Gaps only shrink while the base stays: every gap now
         # lies inside one read above.
-        data = os.pread(staged.fd, size, offset)
+        data = staged.file.pread(size, offset)
         gaps = staged.overlay.gaps(offset, offset + len(data))
         if not gaps:
             return data
@@ -238,7 +235,7 @@ class Stager:
     def drop(self, entry_id: str) -> None:
         staged = self.staged.pop(entry_id, None)
         if staged is not None:
-            os.close(staged.fd)
+            staged.file.close()
 
     async def discard(self, entry_id: str) -> None:
         """``drop``, closing a large staging file in a worker thread: freeing its
@@ -247,10 +244,10 @@ class Stager:
         staged = self.staged.pop(entry_id, None)
         if staged is None:
             return
-        if os.fstat(staged.fd).st_blocks * 512 <= SMALL_CLOSE:
-            os.close(staged.fd)  # a few blocks to free (a `tar x` closes thousands)
+        if staged.file.disk_bytes() <= SMALL_CLOSE:
+            staged.file.close()  # memory, or a few blocks to free
         else:
-            await trio.to_thread.run_sync(os.close, staged.fd)
+            await trio.to_thread.run_sync(staged.file.close)
 
     def drop_all(self) -> None:
         for entry_id in list(self.staged):
@@ -263,7 +260,8 @@ class Stager:
         ones as pending; the block list and size of the version it now holds. Cutting
         the next ``SEAL_BATCH`` bytes (a worker thread) overlaps storing the last ones
         (the writer). Memory: at most three batches."""
-        size = os.fstat(staged.fd).st_size
+        size = staged.file.size()
+        fd = staged.file.fileno()  # cut in worker threads: from disk
         recut = Recut(staged.base.get("blocks", []), dirty, size)
         near = all(hi - lo <= p.CDC_MAX for lo, hi in recut.ranges)
 
@@ -285,7 +283,7 @@ class Stager:
             async with send:
                 while first is not None:  # a segment per changed stretch
                     start = recut.start_of(first)
-                    reader = Cutter(cut(staged.fd, start, size, window, ready), recut)
+                    reader = Cutter(cut(fd, start, size, window, ready), recut)
                     segment = Segment(first, [], None)
                     while not reader.done:
                         pieces, new = await trio.to_thread.run_sync(
@@ -302,12 +300,12 @@ class Stager:
 
     def small(self, staged: Staged) -> bool:
         """Whether the file is small enough to seal inside one writer job."""
-        return os.fstat(staged.fd).st_size <= INLINE_SEAL
+        return staged.file.size() <= INLINE_SEAL
 
     def seal_in(self, txn: Txn, staged: Staged) -> tuple[list[list[Any]], int]:
         """``seal`` of a small file within the caller's write transaction (the
         writer's thread): one hop for the chunks and the version together."""
-        data = os.pread(staged.fd, os.fstat(staged.fd).st_size, 0)
+        data = staged.file.pread(staged.file.size(), 0)
         blocks: list[list[Any]] = []
         for piece in cut_bytes(data):
             content = data[piece.offset : piece.offset + piece.length]
@@ -333,7 +331,7 @@ class Stager:
             pieces.append((cid, len(view)))
             held += len(view)
             if not self.cache.chunks.has(cid):
-                data = os.pread(staged.fd, len(view), offset)
+                data = staged.file.pread(len(view), offset)
                 new.append((cid, data, _replaced(staged.blocks, offset, len(view))))
             if held >= SEAL_BATCH:
                 break
@@ -350,21 +348,6 @@ class Stager:
                 self.cache.chunks.put(txn, cid, data, pending=True, base=base)
 
         await self.writer.write(put)
-
-
-def unnamed_file(root: Path) -> int:
-    """A new empty file on ``root``'s file system, open for reading and writing, with
-    no name: ``O_TMPFILE`` (0.1 ms here, where making and removing a name took 1 ms),
-    or on a file system without it a name removed at once."""
-    try:
-        return os.open(root, os.O_TMPFILE | os.O_RDWR, 0o600)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            raise
-    path = root / f".new-{os.urandom(8).hex()}"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    os.unlink(path)
-    return fd
 
 
 def _replaced(blocks: BlockMap, offset: int, length: int) -> str | None:

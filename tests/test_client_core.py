@@ -37,7 +37,7 @@ from fs.fsck import check
 from fs.link import Link
 from fs.recut import MAX_RANGES, Cutter, Recut, Segment, add_range
 from fs.replica import Replica, ViewChange
-from fs.staging import unnamed_file
+from fs.stagefile import unnamed_file
 from fs.uploader import Uploader
 
 DATA = {n: bytes([n]) * (10 * n) for n in (1, 2, 3)}

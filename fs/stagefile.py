@@ -1,0 +1,151 @@
+"""The bytes of one file being written: in memory while small, else on local disk.
+
+A staging file (``fs.staging``) starts in memory (a ``bytearray``) when it is at most
+``IN_MEMORY`` bytes and the mount's ``Budget`` has room: a small new
+file (the thousands of a ``tar x`` or a ``git checkout``) is written, cut and freed
+without a file of its own: no inode made, filled and freed on disk. It moves to a
+file on disk (``unnamed_file``) once a write or a truncate takes it past
+``IN_MEMORY``, or when a caller needs a descriptor (``fileno``, for a seal that cuts
+in a worker thread); it never moves back. A file that finds the budget spent starts
+on disk.
+
+Nothing here is durable, in memory or on disk, by design: a staging file holds only
+what was written since the last seal, which nobody was promised (``close`` and
+``fsync`` seal, and the sealed version in LMDB is what survives a crash). The methods
+mirror ``os.pread``/``os.pwrite``/``os.ftruncate``: a read past the end is short, a
+write past the end leaves zeros between, as a sparse file reads.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+IN_MEMORY = 1024 * 1024
+"""A staging file up to this size may be held in memory."""
+BUDGET = 64 * 1024 * 1024
+"""Bytes of all the mount's staging files held in memory at once, at most."""
+
+
+class Budget:
+    """How many bytes the staging files of one mount may hold in memory: ``limit`` in
+    all, ``per_file`` each (taken whole while a file is in memory)."""
+
+    def __init__(self, limit: int = BUDGET, per_file: int = IN_MEMORY) -> None:
+        self.limit = limit
+        self.per_file = per_file
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
+class StagingFile:
+    """A file's bytes while it is written (see the module's docstring)."""
+
+    def __init__(self, root: Path, budget: Budget, size: int) -> None:
+        self.root = root
+        self.budget = budget
+        self.fd: int | None = None
+        self._data: bytearray | None = None
+        if size <= budget.per_file and budget.take(budget.per_file):
+            self._data = bytearray(size)
+        else:
+            self.fd = unnamed_file(root)
+            try:
+                os.ftruncate(self.fd, size)
+            except BaseException:
+                self.close()
+                raise
+
+    @property
+    def in_memory(self) -> bool:
+        return self._data is not None
+
+    def size(self) -> int:
+        if self._data is not None:
+            return len(self._data)
+        return os.fstat(self._open()).st_size
+
+    def disk_bytes(self) -> int:
+        """Bytes it takes on disk (what closing it frees)."""
+        return 0 if self.fd is None else os.fstat(self.fd).st_blocks * 512
+
+    def pread(self, size: int, offset: int) -> bytes:
+        if self._data is not None:
+            return bytes(self._data[offset : offset + size])
+        return os.pread(self._open(), size, offset)
+
+    def pwrite(self, data: bytes | memoryview, offset: int) -> int:
+        if self._data is not None and offset + len(data) > self.budget.per_file:
+            self._spill()
+        if self._data is None:
+            return os.pwrite(self._open(), data, offset)
+        if offset > len(self._data):
+            self._data.extend(bytes(offset - len(self._data)))
+        self._data[offset : offset + len(data)] = data
+        return len(data)
+
+    def truncate(self, size: int) -> None:
+        if self._data is not None and size > self.budget.per_file:
+            self._spill()
+        if self._data is None:
+            os.ftruncate(self._open(), size)
+        elif size < len(self._data):
+            del self._data[size:]
+        else:
+            self._data.extend(bytes(size - len(self._data)))
+
+    def fileno(self) -> int:
+        """A descriptor of the bytes (moving them to disk if they were in memory)."""
+        if self._data is not None:
+            self._spill()
+        return self._open()
+
+    def close(self) -> None:
+        if self._data is not None:
+            self._data = None
+            self.budget.give(self.budget.per_file)
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+    def _spill(self) -> None:
+        """Move the bytes held in memory to a file on disk."""
+        assert self._data is not None
+        fd = unnamed_file(self.root)
+        try:
+            os.pwrite(fd, self._data, 0)
+            os.ftruncate(fd, len(self._data))  # a tail of zeros the write left out
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd, self._data = fd, None
+        self.budget.give(self.budget.per_file)
+
+    def _open(self) -> int:
+        if self.fd is None:
+            raise OSError(errno.EBADF, "staging file closed")
+        return self.fd
+
+
+def unnamed_file(root: Path) -> int:
+    """A new empty file on ``root``'s file system, open for reading and writing, with
+    no name: ``O_TMPFILE`` (0.1 ms here, where making and removing a name took 1 ms),
+    or on a file system without it a name removed at once."""
+    try:
+        return os.open(root, os.O_TMPFILE | os.O_RDWR, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    path = root / f".new-{os.urandom(8).hex()}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.unlink(path)
+    return fd
