@@ -8,7 +8,7 @@ Sub-databases (keys and values are bytes; CBOR where a value is a record of
     =========== ============================== ========================================
     meta        b"cursor", b"ns", b"next_ino", CBOR int
                 b"journal_seq", b"bytes", b"pending_bytes",
-                b"conflict_seq"
+                b"conflict_seq", b"view_shares"
                 b"inflight"                    CBOR ``Batch`` or null
                 b"overlay"                     CBOR list of the entry ids the last
                                                replay laid over the remote tree

@@ -5,6 +5,7 @@ Read-only; one line per problem. What it checks:
 - each tree (the view and the remote tree): every entry but the root has one name
   key that points back at it, every name key points at an entry holding that name,
   every parent is a live folder, no entry is its own ancestor;
+- the view's count of shared folders (``view_shares``) is the number it holds;
 - inode numbers: the two indexes are each other's inverse;
 - the journal: every record has the fields of ``cache.records.Record``, an
   acknowledged one has its effect; the chunks of changes not yet acknowledged are in
@@ -62,6 +63,14 @@ def check_tree(txn: Txn, tree: Tree, label: str) -> list[str]:
             problems.append(f"{label}: name {folder}/{name} points at {bytes(value).decode()},"
                             " which does not hold it")
     return problems
+
+
+def check_shares(txn: Txn, tree: Tree, label: str) -> list[str]:
+    counted = tree.shared_folders(txn)
+    shared = sum(1 for entry in tree.all(txn) if "share" in entry)
+    if counted != shared:
+        return [f"{label}: {counted} shared folders counted, {shared} are"]
+    return []
 
 
 def check_inodes(txn: Txn, cache: Cache) -> list[str]:
@@ -129,6 +138,7 @@ def check_cache(cache: Cache) -> list[str]:
     with cache.read() as txn:
         return [
             *check_tree(txn, cache.view, "view"),
+            *check_shares(txn, cache.view, "view"),
             *check_tree(txn, cache.remote, "remote"),
             *check_inodes(txn, cache),
             *check_journal(txn, cache),

@@ -42,7 +42,7 @@ class PinUsage(TypedDict):
 class Cache:
     def __init__(self, path: Path, cap_bytes: int = 2 << 30) -> None:
         self.env = Env(path)
-        self.view = Tree(self.env, "entries", "children")
+        self.view = Tree(self.env, "entries", "children", shares="view_shares")
         self.remote = Tree(self.env, "rentries", "rchildren")
         self.journal = Journal(self.env)
         self.chunks = Chunks(self.env, cap_bytes)
@@ -51,6 +51,8 @@ class Cache:
                 self._reset(txn)
             if self.env.meta_get(txn, "pending_bytes") is None:
                 self.chunks.count_pending(txn)
+            if self.env.meta_get(txn, "view_shares") is None:
+                self.view.count_shares(txn)
 
     def _reset(self, txn: Txn) -> None:
         """A cache of another layout (or none): start from an empty tree, which the
@@ -66,6 +68,7 @@ class Cache:
                      "inode_of", "conflicts"):
             txn.drop(self.env.db[name], delete=False)
         self.env.meta_put(txn, "journal_seq", 0)
+        self.env.meta_put(txn, "view_shares", 0)
         for record in carried:
             self.journal.append(txn, record)
         for key in ("cursor", "inflight", "srev"):

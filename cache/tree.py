@@ -29,10 +29,13 @@ def root_entry(mtime: int) -> Entry:
 class Tree:
     """Read and write one tree inside the caller's transaction."""
 
-    def __init__(self, env: Env, entries: str, children: str) -> None:
+    def __init__(self, env: Env, entries: str, children: str, shares: str | None = None) -> None:
+        """``shares``: the ``meta`` key counting this tree's shared folders (entries
+        with ``share``), kept by ``put`` and ``drop``; None: not counted."""
         self.env = env
         self.entries = env.db[entries]
         self.names = env.db[children]
+        self.shares = shares
 
     def get(self, txn: Txn, entry_id: str) -> Entry | None:
         if not entry_id:  # the root's parent
@@ -69,6 +72,8 @@ class Tree:
         old = self.get(txn, entry["id"])
         if old is not None and (old["parent"], old["name"]) != (entry["parent"], entry["name"]):
             self._unname(txn, old)
+        if self.shares is not None and ("share" in entry) != (old is not None and "share" in old):
+            self._shares_moved(txn, 1 if "share" in entry else -1)
         if entry["id"] != p.ROOT_ID:
             txn.put(child_key(entry["parent"], entry["name"]), entry["id"].encode(), db=self.names)
         txn.put(entry["id"].encode(), p.encode(entry), db=self.entries)
@@ -79,6 +84,8 @@ class Tree:
             return None
         self._unname(txn, old)
         txn.delete(entry_id.encode(), db=self.entries)
+        if self.shares is not None and "share" in old:
+            self._shares_moved(txn, -1)
         return old
 
     def drop_below(self, txn: Txn, folder: str) -> set[str]:
@@ -91,6 +98,22 @@ class Tree:
                 gone.add(child)
                 todo.append(child)
         return gone
+
+    def shared_folders(self, txn: Txn) -> int:
+        """How many entries are shared folders (the count ``shares`` keeps)."""
+        assert self.shares is not None
+        return int(self.env.meta_get(txn, self.shares, 0))
+
+    def count_shares(self, txn: Txn) -> int:
+        """Count the shared folders anew (a cache from before the count was kept)."""
+        assert self.shares is not None
+        count = sum(1 for entry in self.all(txn) if "share" in entry)
+        self.env.meta_put(txn, self.shares, count)
+        return count
+
+    def _shares_moved(self, txn: Txn, by: int) -> None:
+        assert self.shares is not None
+        self.env.meta_put(txn, self.shares, self.shared_folders(txn) + by)
 
     def _unname(self, txn: Txn, entry: Entry) -> None:
         key = child_key(entry["parent"], entry["name"])
@@ -117,6 +140,13 @@ class Tree:
             names.append(entry["name"])
             entry_id = entry["parent"]
         return p.join_path(reversed(names))
+
+    def share_of(self, txn: Txn, entry_id: str) -> Entry | None:
+        """The shared folder holding ``entry_id`` (itself, if it is one), or None; no
+        walk up when the tree counts its shared folders and has none (the usual case)."""
+        if self.shares is not None and not self.shared_folders(txn):
+            return None
+        return self.nearest(txn, entry_id, lambda entry: "share" in entry)
 
     def nearest(self, txn: Txn, entry_id: str, test: Callable[[Entry], bool]) -> Entry | None:
         """``entry_id``'s entry or its nearest ancestor for which ``test`` holds (each

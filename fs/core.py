@@ -168,7 +168,7 @@ class MountCore:
     def _share(self, txn: Txn, entry_id: str) -> Entry | None:
         """The shared folder holding ``entry_id`` (itself, if it is one), or None: a
         move between two of them (or a shared folder and the rest) is ``EXDEV``."""
-        return self.view.nearest(txn, entry_id, lambda entry: "share" in entry)
+        return self.view.share_of(txn, entry_id)
 
     # --- ``.versions`` (``fs.history``) --------------------------------------------------
 

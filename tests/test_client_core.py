@@ -291,6 +291,47 @@ def test_a_cache_without_the_pending_total_counts_it_on_open(tmp_path: Path) -> 
     cache.close()
 
 
+def test_the_view_counts_its_shared_folders_as_they_come_and_go(tmp_path: Path) -> None:
+    """The count lets a file operation skip the walk up to the root looking for a
+    shared folder; it follows the feed, is rebuilt for a cache without it, and a wrong
+    one is an fsck problem."""
+    path = tmp_path / "cache"
+    cache = Cache(path)
+    dev = Device(cache)
+    shared = Entry(**folder(ids(1), "team", 1), share=7, role="viewer")
+    dev.start([folder(ids(2), "mine", 1)], 1)
+    with cache.read() as txn:
+        assert cache.view.shared_folders(txn) == 0
+        assert cache.view.share_of(txn, ids(2)) is None
+    inside = file(ids(3), "a", [], 2)
+    inside["parent"] = ids(1)
+    dev.remote([shared, inside], 2)
+    with cache.read() as txn:
+        assert cache.view.shared_folders(txn) == 1
+        found = cache.view.share_of(txn, ids(3))
+        assert found is not None
+        assert found["id"] == ids(1)
+    clean(cache)
+    with cache.env.write() as txn:
+        txn.delete(b"view_shares", db=cache.env.db["meta"])
+    cache.close()
+    cache = Cache(path)
+    with cache.read() as txn:
+        assert cache.view.shared_folders(txn) == 1
+    with cache.env.write() as txn:
+        cache.env.meta_put(txn, "view_shares", 0)
+    assert check(cache) == ["view: 0 shared folders counted, 1 are"]
+    with cache.env.write() as txn:
+        cache.env.meta_put(txn, "view_shares", 1)
+    gone: Any = {"id": ids(1), "deleted": True}  # the feed's record of a deletion
+    Device(cache).remote([gone], 3)
+    with cache.read() as txn:
+        assert cache.view.shared_folders(txn) == 0
+        assert cache.view.share_of(txn, ids(2)) is None
+    clean(cache)
+    cache.close()
+
+
 def resident_file_kib() -> int:
     status = Path("/proc/self/status").read_text()
     return int(status.split("RssFile:", 1)[1].split()[0])
