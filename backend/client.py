@@ -17,8 +17,10 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import trio
 
 from backend import protocol as p
+from backend.blocking import BlockingPool
 from backend.cursor import Position
 from backend.errors import HashMismatch, LoftError, ServerUnavailable, from_wire
 from backend.retry import INITIAL, Backoff
@@ -27,6 +29,8 @@ log = logging.getLogger("loft.client")
 
 _RETRY_STATUS = (502, 503, 504)
 """The HTTP answers that mean "not now" (a gateway or the server itself is unwell)."""
+HASH_IN_THREAD = 256 * 1024
+"""A downloaded chunk this large is checked against its id in a worker thread."""
 
 
 class Client:
@@ -58,18 +62,24 @@ class Client:
         headers = {"accept": p.CBOR}
         if token:
             headers["authorization"] = f"Bearer {token}"
+        context = ssl.create_default_context(cafile=ca) if ca else None
         self._http = httpx.AsyncClient(
             base_url=self.url + p.API,
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=5.0),
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            verify=ssl.create_default_context(cafile=ca) if ca else True,
+            verify=context or True,
+        )
+        self._blocking = BlockingPool(
+            self.url + p.API, headers, timeout=timeout, connect=5.0, context=context,
+            size=connections,
         )
 
     async def __aenter__(self) -> Client:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._blocking.close()
         await self._http.aclose()
 
     async def request(
@@ -81,13 +91,16 @@ class Client:
         raw: bytes | None = None,
         params: dict[str, Any] | None = None,
         read_timeout: float | None = None,
+        blocking: bool = False,
     ) -> httpx.Response:
         """One API call, retried on transport failures and 502/503/504.
 
         ``read_timeout`` overrides the client's httpx timeout for this call (a
-        long-poll waits longer than a lookup).
+        long-poll waits longer than a lookup). ``blocking``: a request without a body
+        sent from a worker thread (``backend.blocking``), for a large answer.
         """
         content = raw if raw is not None else (p.encode(body) if body is not None else None)
+        assert not blocking or (content is None and params is None), "blocking: no body"
         headers = {"content-type": "application/octet-stream" if raw is not None else p.CBOR}
         extra: dict[str, Any] = {}
         if read_timeout is not None:
@@ -100,9 +113,12 @@ class Client:
                 log.debug("retrying %s %s (attempt %d): %s", method, path, attempt + 1, failure)
                 await backoff.wait()
             try:
-                response = await self._http.request(
-                    method, path, content=content, params=params, headers=headers, **extra
-                )
+                if blocking:
+                    response = await self._blocking.send(method, path, headers)
+                else:
+                    response = await self._http.request(
+                        method, path, content=content, params=params, headers=headers, **extra
+                    )
             except httpx.TransportError as exc:
                 untrusted = _certificate_error(exc)
                 if untrusted is not None:  # no retry makes a certificate trusted
@@ -194,9 +210,14 @@ class Client:
         for attempt in range(3):
             if attempt:
                 await backoff.wait()
-            response = await self.request("GET", f"/chunks/{cid}")
-            if p.chunk_id(response.content) == cid:
-                return response.content
+            response = await self.request("GET", f"/chunks/{cid}", blocking=True)
+            data = response.content
+            if len(data) >= HASH_IN_THREAD:  # milliseconds of hashing: off the event loop
+                got = await trio.to_thread.run_sync(p.chunk_id, data)
+            else:
+                got = p.chunk_id(data)
+            if got == cid:
+                return data
             log.warning("chunk %s arrived damaged; fetching it again", cid)
         raise HashMismatch(f"chunk {cid} keeps arriving damaged")
 

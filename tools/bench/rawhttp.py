@@ -1,8 +1,10 @@
 """The baseline for transfer benchmarks: bytes over loopback HTTP and nothing else.
 
-The same HTTP stack as Loft (Hypercorn's trio worker serving, httpx fetching), no
-chunking, hashing, compression or storage: PUT discards its body, GET answers bytes
-from memory. Whatever Loft is slower than this is Loft's own cost.
+The same HTTP stack as Loft (Hypercorn's trio worker serving; httpx sending, as Loft
+uploads; ``backend.blocking``'s connections in worker threads fetching, as Loft
+downloads chunks), no chunking, hashing, compression or storage: PUT discards its
+body, GET answers bytes from memory. Whatever Loft is slower than this is Loft's own
+cost.
 
     python -m tools.bench.rawhttp PORT
 
@@ -21,6 +23,8 @@ import httpx
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+
+from backend.blocking import BlockingPool
 
 MiB = 1024 * 1024
 _BLOB = bytes(range(256)) * (16 * 1024)  # 4 MiB
@@ -60,6 +64,7 @@ async def raw_http(url: str, size: int, workers: int = 6) -> tuple[float, float]
 
     async def run(method: str) -> float:
         jobs = iter(range(count))
+        pool = BlockingPool(url, {}, timeout=60, connect=5, context=None, size=workers)
         async with httpx.AsyncClient(timeout=60) as client:
 
             async def worker() -> None:
@@ -67,13 +72,15 @@ async def raw_http(url: str, size: int, workers: int = 6) -> tuple[float, float]
                     if method == "PUT":
                         (await client.put(f"{url}/blob/{i}", content=body)).raise_for_status()
                     else:
-                        answer = await client.get(f"{url}/blob/{i}?size={MiB}")
-                        answer.raise_for_status()
+                        answer = await pool.send("GET", f"/blob/{i}?size={MiB}", {})
+                        if answer.status_code != 200 or len(answer.content) != MiB:
+                            raise RuntimeError(f"GET: HTTP {answer.status_code}")
 
             start = time.perf_counter()
             async with trio.open_nursery() as nursery:
                 for _ in range(workers):
                     nursery.start_soon(worker)
+            pool.close()
             return time.perf_counter() - start
 
     return await run("PUT"), await run("GET")
