@@ -67,7 +67,7 @@ def check_tree(txn: Txn, tree: Tree, label: str) -> list[str]:
 
 def check_shares(txn: Txn, tree: Tree, label: str) -> list[str]:
     counted = tree.shared_folders(txn)
-    shared = sum(1 for entry in tree.all(txn) if "share" in entry)
+    shared = tree.held_shares(txn)
     if counted != shared:
         return [f"{label}: {counted} shared folders counted, {shared} are"]
     return []

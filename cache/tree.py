@@ -104,12 +104,14 @@ class Tree:
         assert self.shares is not None
         return int(self.env.meta_get(txn, self.shares, 0))
 
-    def count_shares(self, txn: Txn) -> int:
-        """Count the shared folders anew (a cache from before the count was kept)."""
+    def held_shares(self, txn: Txn) -> int:
+        """How many entries are shared folders, counted one by one."""
+        return sum(1 for entry in self.all(txn) if "share" in entry)
+
+    def count_shares(self, txn: Txn) -> None:
+        """Set the count anew (a cache from before the count was kept)."""
         assert self.shares is not None
-        count = sum(1 for entry in self.all(txn) if "share" in entry)
-        self.env.meta_put(txn, self.shares, count)
-        return count
+        self.env.meta_put(txn, self.shares, self.held_shares(txn))
 
     def _shares_moved(self, txn: Txn, by: int) -> None:
         assert self.shares is not None

@@ -37,14 +37,15 @@ class Budget:
         self.per_file = per_file
         self.used = 0
 
-    def take(self, n: int) -> bool:
-        if self.used + n > self.limit:
+    def take(self) -> bool:
+        """A file's share, if there is room for it."""
+        if self.used + self.per_file > self.limit:
             return False
-        self.used += n
+        self.used += self.per_file
         return True
 
-    def give(self, n: int) -> None:
-        self.used -= n
+    def give(self) -> None:
+        self.used -= self.per_file
 
 
 class StagingFile:
@@ -55,7 +56,7 @@ class StagingFile:
         self.budget = budget
         self.fd: int | None = None
         self._data: bytearray | None = None
-        if size <= budget.per_file and budget.take(budget.per_file):
+        if size <= budget.per_file and budget.take():
             self._data = bytearray(size)
         else:
             self.fd = unnamed_file(root)
@@ -112,7 +113,7 @@ class StagingFile:
     def close(self) -> None:
         if self._data is not None:
             self._data = None
-            self.budget.give(self.budget.per_file)
+            self.budget.give()
         if self.fd is not None:
             fd, self.fd = self.fd, None
             os.close(fd)
@@ -128,7 +129,7 @@ class StagingFile:
             os.close(fd)
             raise
         self.fd, self._data = fd, None
-        self.budget.give(self.budget.per_file)
+        self.budget.give()
 
     def _open(self) -> int:
         if self.fd is None:
