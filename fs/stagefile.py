@@ -85,6 +85,8 @@ class StagingFile:
         return os.pread(self._open(), size, offset)
 
     def pwrite(self, data: bytes | memoryview, offset: int) -> int:
+        if not len(data):
+            return 0  # as pwrite(2): nothing written extends nothing
         if self._data is not None and offset + len(data) > self.budget.per_file:
             self._spill()
         if self._data is None:
