@@ -64,35 +64,35 @@ def new_password() -> str:
 def cmd_user_passwd(args: argparse.Namespace) -> None:
     from backend.server import accounts
     from backend.server.auth import hash_password
+    from backend.server.database import run
     from backend.server.main import open_metadata
 
     pw_hash = hash_password(new_password())
-    with open_metadata(args.metadata, Path(args.data)) as metadata, \
-            metadata.db.transaction() as tx:
-        revoked = accounts.set_password(tx, args.name, pw_hash)
+    with open_metadata(args.metadata, Path(args.data)) as metadata:
+        revoked = run(metadata.db, lambda tx: accounts.set_password(tx, args.name, pw_hash))
     print(f"user {args.name}: password changed, {revoked} token(s) revoked;"
           " every device must log in again")
 
 
 def cmd_user_remove(args: argparse.Namespace) -> None:
     from backend.server import accounts
+    from backend.server.database import run
     from backend.server.main import open_metadata
 
-    with open_metadata(args.metadata, Path(args.data)) as metadata, \
-            metadata.db.transaction() as tx:
-        removed = accounts.remove_user(tx, args.name)
+    with open_metadata(args.metadata, Path(args.data)) as metadata:
+        removed = run(metadata.db, lambda tx: accounts.remove_user(tx, args.name))
     print(f"user {args.name} removed with {removed} namespace(s) and their history;"
           " `loft gc` reclaims their chunks")
 
 
 def cmd_user_quota(args: argparse.Namespace) -> None:
     from backend.server import quota
+    from backend.server.database import run
     from backend.server.main import open_metadata
 
     limit = quota_size(args.size)
-    with open_metadata(args.metadata, Path(args.data)) as metadata, \
-            metadata.db.transaction() as tx:
-        used = quota.set_limit(tx, args.name, limit)
+    with open_metadata(args.metadata, Path(args.data)) as metadata:
+        used = run(metadata.db, lambda tx: quota.set_limit(tx, args.name, limit))
     if limit is None:
         print(f"user {args.name}: no quota ({human(used)} used)")
     else:

@@ -70,11 +70,18 @@ of expired tokens.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from backend.errors import StoreError
+
+T = TypeVar("T")
+
+ATTEMPTS = 5
+"""How often ``run`` tries a transaction the engine aborted to break a lock cycle."""
 
 SCHEMA_VERSION = "1"
 
@@ -146,6 +153,11 @@ CREATE TABLE IF NOT EXISTS uploads (
 Row = tuple[Any, ...]
 
 
+class Aborted(StoreError):
+    """The engine rolled the transaction back to break a deadlock or a serialization
+    conflict with another one; nothing of it was kept, and running it again may pass."""
+
+
 class Tx(Protocol):
     """One open transaction. Every statement of a block shares it."""
 
@@ -179,6 +191,22 @@ class Database(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def run(db: Database, fn: Callable[[Tx], T], write: bool = True) -> T:
+    """``fn`` in a transaction of its own (blocking: call from a worker thread). A
+    transaction the engine aborted (``Aborted``) is run again from the start, after a
+    short random pause so that the two that met do not meet again at once; the last
+    failure is raised after ``ATTEMPTS``. ``fn`` must keep no state between calls."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with db.transaction(write) as tx:
+                return fn(tx)
+        except Aborted:
+            if attempt == ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0, 0.005 * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 def create_schema(db: Database, serial: str, blob: str, lock_sql: str | None = None) -> None:

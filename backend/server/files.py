@@ -61,7 +61,7 @@ from backend.chunking import StreamCutter
 from backend.errors import BadRequest, Forbidden, NotFound
 from backend.server.blocks import BlockStore, unseal
 from backend.server.commit import CommitContext
-from backend.server.database import Tx
+from backend.server.database import Tx, run
 from backend.server.files_past import past_child, past_children, versions_of
 from backend.server.files_tree import (
     Account,
@@ -128,11 +128,8 @@ class Files:
         self._readers = trio.CapacityLimiter(metadata.db.max_readers)
 
     async def _read(self, fn: Callable[[Tx], T]) -> T:
-        def work() -> T:
-            with self.metadata.db.transaction(False) as tx:
-                return fn(tx)
-
-        return await trio.to_thread.run_sync(work, limiter=self._readers)
+        return await trio.to_thread.run_sync(run, self.metadata.db, fn, False,
+                                             limiter=self._readers)
 
     # --- reading ---------------------------------------------------------------------
 

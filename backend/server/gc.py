@@ -48,7 +48,7 @@ from backend import protocol as p
 from backend.errors import LoftError
 from backend.server import accounts, quota
 from backend.server.blocks import BlockStore, Stored
-from backend.server.database import Tx
+from backend.server.database import Tx, run
 from backend.server.metadata import MetadataStore
 from backend.server.retention import JournalRow, Policy, doomed
 from backend.sizes import human
@@ -93,11 +93,7 @@ class Report:
 
 
 async def in_tx(metadata: MetadataStore, write: bool, fn: Callable[[Tx], T]) -> T:
-    def work() -> T:
-        with metadata.db.transaction(write) as tx:
-            return fn(tx)
-
-    return await trio.to_thread.run_sync(work)
+    return await trio.to_thread.run_sync(run, metadata.db, fn, write)
 
 
 def named_chunks(tx: Tx, ns: int, without: Collection[int] = ()) -> set[str]:
@@ -172,7 +168,7 @@ def _lock_all(tx: Tx) -> None:
             locked.add(ns)
 
 
-def _free(
+def free_batch(
     metadata: MetadataStore, blocks: BlockStore, dead: list[str], orphans: list[str],
     cutoff: int,
 ) -> tuple[list[str], list[str]]:
@@ -180,10 +176,14 @@ def _free(
 
     Chunk ids are taken in ascending order, records and orphans together, as uploads
     record them (``quota.record_chunks``), so that the two never wait on each other in
-    a cycle; storage totals are dropped before any chunk is touched, for the same reason.
+    a cycle; storage totals are dropped, in user order, before any chunk is touched, as
+    uploads change them before they record a chunk. A transaction the engine still
+    aborts runs again (``database.run``); no block is deleted before its last statement
+    that can wait on another transaction.
     """
     orphan = set(orphans)
-    with metadata.db.transaction() as tx:
+
+    def work(tx: Tx) -> tuple[list[str], list[str]]:
         _lock_all(tx)
         quota.forget(tx, _grantees(tx, dead))
         freed: list[str] = []
@@ -208,7 +208,9 @@ def _free(
             trio.from_thread.run(blocks.delete, cid)
         for cid in claimed:
             tx.execute("DELETE FROM chunks WHERE id = ?", (cid,))
-    return freed, claimed
+        return freed, claimed
+
+    return run(metadata.db, work)
 
 
 async def collect(
@@ -244,7 +246,7 @@ async def collect(
         return report
     for start in range(0, max(len(dead), len(orphans)), BATCH):
         freed, claimed = await trio.to_thread.run_sync(
-            _free, metadata, blocks, dead[start : start + BATCH],
+            free_batch, metadata, blocks, dead[start : start + BATCH],
             orphans[start : start + BATCH], cutoff,
         )
         _count(report, listing, freed, claimed)

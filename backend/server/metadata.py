@@ -20,7 +20,7 @@ from backend.errors import Exists, Forbidden, QuotaExceeded
 from backend.server import accounts, journal, mounts, quota
 from backend.server.auth import token_hash
 from backend.server.commit import validate_ops
-from backend.server.database import Database, Tx
+from backend.server.database import Database, Tx, run
 from backend.server.rows import VERSION_COLUMNS, VISIBLE_CHUNK, entry_from_row
 
 T = TypeVar("T")
@@ -38,12 +38,8 @@ class MetadataStore:
         self._readers = trio.CapacityLimiter(db.max_readers)
 
     async def _run(self, fn: Callable[[Tx], T], write: bool = True) -> T:
-        def work() -> T:
-            with self.db.transaction(write) as tx:
-                return fn(tx)
-
         limiter = self._writers if write else self._readers
-        return await trio.to_thread.run_sync(work, limiter=limiter)
+        return await trio.to_thread.run_sync(run, self.db, fn, write, limiter=limiter)
 
     async def _read(self, fn: Callable[[Tx], T]) -> T:
         return await self._run(fn, write=False)
@@ -82,8 +78,7 @@ class MetadataStore:
             return int(user_id)
 
         try:
-            with self.db.transaction() as tx:
-                return work(tx)
+            return run(self.db, work)
         except self.db.integrity_errors:
             raise Exists(f"user {name} already exists") from None
 

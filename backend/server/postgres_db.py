@@ -20,10 +20,12 @@ import psycopg
 import psycopg.errors
 
 from backend.errors import StoreError
-from backend.server.database import Row, create_schema
+from backend.server.database import Aborted, Row, create_schema
 
 NOTIFY_CHANNEL = "loft_ns"
 _PLACEHOLDER = re.compile(r"\?")
+_ABORTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+"""What PostgreSQL rolls back to let other transactions on: ``database.run`` retries it."""
 
 
 class _PostgresTx:
@@ -77,6 +79,8 @@ class PostgresDatabase:
             try:
                 with conn.transaction():
                     yield _PostgresTx(conn)
+            except _ABORTS as exc:  # rolled back; the connection is fine
+                raise Aborted(f"PostgreSQL rolled back: {exc}".splitlines()[0]) from None
             except psycopg.OperationalError as exc:
                 conn.close()
                 raise StoreError(f"PostgreSQL failed: {exc}".splitlines()[0]) from None

@@ -86,7 +86,7 @@ def forget(tx: Tx, user_ids: Iterable[int] | None = None) -> None:
     """Drop kept totals (every one if None); each is computed again when next needed."""
     if user_ids is None:
         tx.execute("DELETE FROM usage")
-    for user_id in user_ids or ():
+    for user_id in sorted(user_ids or ()):  # in order: see ``record_chunks``
         tx.execute("DELETE FROM usage WHERE user_id = ?", (user_id,))
 
 
@@ -134,11 +134,15 @@ def record_chunks(
 ) -> dict[int, QuotaExceeded]:
     """Record chunks ``(user, id, size, size at rest)`` and grant them to their
     uploaders, charging each; a user this would take over quota is refused (none of
-    their chunks recorded). Those refusals, by user."""
+    their chunks recorded). Those refusals, by user.
+
+    Rows are locked in one order everywhere (totals by user, then chunks by id, then
+    grants), the order gc frees in, so that neither waits on the other in a cycle."""
     by_user: dict[int, dict[str, tuple[int, int]]] = {}
     for user_id, cid, size, stored in records:
         by_user.setdefault(user_id, {})[cid] = (size, stored)
     refused: dict[int, QuotaExceeded] = {}
+    accepted: dict[str, tuple[int, int]] = {}
     for user_id, chunks in sorted(by_user.items()):
         charge = upload_charge(tx, user_id, {cid: size for cid, (size, _) in chunks.items()})
         try:
@@ -146,17 +150,21 @@ def record_chunks(
         except QuotaExceeded as err:
             refused[user_id] = err
             continue
-        for cid, (size, stored) in sorted(chunks.items()):
-            tx.execute(
-                "INSERT INTO chunks (id, size, stored, created) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                (cid, size, stored, now),
-            )
-            tx.execute(
-                "INSERT INTO chunk_grants (user_id, chunk) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (user_id, cid),
-            )
         _add(tx, user_id, charge)
+        for cid, sizes in chunks.items():
+            accepted.setdefault(cid, sizes)
+    for cid, (size, stored) in sorted(accepted.items()):
+        tx.execute(
+            "INSERT INTO chunks (id, size, stored, created) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (cid, size, stored, now),
+        )
+    grants = sorted((u, cid) for u, chunks in by_user.items() if u not in refused for cid in chunks)
+    for user_id, cid in grants:
+        tx.execute(
+            "INSERT INTO chunk_grants (user_id, chunk) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (user_id, cid),
+        )
     return refused
 
 
