@@ -83,7 +83,7 @@ async def test_gc_freeing_and_uploads_recording_the_same_chunks_never_deadlock(
     """Each round, three users upload chunks new to them (a charge on their kept total)
     while gc frees chunks they uploaded before (dropping those totals) and claims the
     new ones as orphans: the two lock the same totals and chunks. With one attempt
-    only, any cycle between them would surface as ``Aborted``."""
+    only, any cycle between them would surface as a ``StoreError``."""
     monkeypatch.setattr(database, "ATTEMPTS", 1)
     metadata = MetadataStore(db)
     blocks = DirectoryBlockStore(tmp_path / "chunks")

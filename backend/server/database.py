@@ -153,9 +153,10 @@ CREATE TABLE IF NOT EXISTS uploads (
 Row = tuple[Any, ...]
 
 
-class Aborted(StoreError):
+class Aborted(Exception):
     """The engine rolled the transaction back to break a deadlock or a serialization
-    conflict with another one; nothing of it was kept, and running it again may pass."""
+    conflict with another one; nothing of it was kept, and running it again may pass
+    (``run`` does; what it still cannot pass is a ``StoreError``)."""
 
 
 class Tx(Protocol):
@@ -197,14 +198,14 @@ def run(db: Database, fn: Callable[[Tx], T], write: bool = True) -> T:
     """``fn`` in a transaction of its own (blocking: call from a worker thread). A
     transaction the engine aborted (``Aborted``) is run again from the start, after a
     short random pause so that the two that met do not meet again at once; the last
-    failure is raised after ``ATTEMPTS``. ``fn`` must keep no state between calls."""
+    abort is a ``StoreError`` after ``ATTEMPTS``. ``fn`` must keep no state between calls."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
             with db.transaction(write) as tx:
                 return fn(tx)
-        except Aborted:
+        except Aborted as exc:
             if attempt == ATTEMPTS:
-                raise
+                raise StoreError(f"{exc} ({ATTEMPTS} times)") from None
             time.sleep(random.uniform(0, 0.005 * 2**attempt))
     raise AssertionError("unreachable")
 

@@ -20,7 +20,7 @@ from backend import protocol as p
 from backend.errors import LoftError
 from backend.server import quota
 from backend.server.blocks import BlockStore, unseal
-from backend.server.database import Tx
+from backend.server.database import Tx, run
 from backend.server.gc import named_chunks
 from backend.server.metadata import MetadataStore
 
@@ -106,13 +106,11 @@ async def check(
     blocks: BlockStore,
     progress: Callable[[int], None] | None = None,
 ) -> Report:
-    report = Report()
+    def work(tx: Tx) -> tuple[Report, set[str]]:
+        report = Report()  # each attempt afresh
+        return report, _check_tree(tx, report)
 
-    def work() -> set[str]:
-        with metadata.db.transaction() as tx:
-            return _check_tree(tx, report)
-
-    named = await trio.to_thread.run_sync(work)
+    report, named = await trio.to_thread.run_sync(run, metadata.db, work)
     for cid in sorted(named):
         report.chunks += 1
         try:
