@@ -35,32 +35,36 @@ WINDOW = 4 * p.CDC_MAX
 """Bytes read in one ``pread`` by ``cut`` by default."""
 
 
-def cut(
-    fd: int, start: int, end: int, window: int = WINDOW,
-    ready: Callable[[int, int], None] | None = None,
-) -> Iterator[tuple[int, memoryview]]:
-    """``(offset, data)`` for each chunk of ``fd``'s bytes ``[start, end)``; ``data`` is
-    valid only until the next one. Cut points depend only on the bytes from a chunk's
-    start, so cutting from ``start`` gives the cuts of the whole file wherever
-    ``start`` is one. The reads and the cutting run with the GIL released: a large
-    cut in a worker thread leaves the event loop alone.
+Reader = Callable[[int, int], bytes | bytearray]
+"""``read(lo, hi)``: bytes ``[lo, hi)`` of what ``cut`` cuts."""
 
-    Bytes are read ``window`` at a time (``ready(lo, hi)`` is called before bytes
-    ``[lo, hi)`` are read: a sparse file fills them in). A chunk that ends before the
+
+def file_reader(fd: int) -> Reader:
+    """Reads of an open file (``pread``: the GIL released while the kernel copies)."""
+    return lambda lo, hi: os.pread(fd, hi - lo, lo)
+
+
+def cut(
+    read: Reader, start: int, end: int, window: int = WINDOW
+) -> Iterator[tuple[int, memoryview]]:
+    """``(offset, data)`` for each chunk of the bytes ``[start, end)`` that ``read``
+    gives; ``data`` is valid only until the next one. Cut points depend only on the
+    bytes from a chunk's start, so cutting from ``start`` gives the cuts of the whole
+    file wherever ``start`` is one. The cutting runs with the GIL released (reads too,
+    from a file): a large cut in a worker thread leaves the event loop alone.
+
+    Bytes are read ``window`` at a time. A chunk that ends before the
     end of what was read is final: FastCDC's cut is the first match from the chunk's
     start, whatever follows it. The chunk that reaches the end of a read (unless it is
     the end of the range) is cut again from its start with the next read; a read in
     which no chunk ends doubles the next one. A cut expected to stop soon (a seal of a
-    small edit) gives a small window, and reads (and fills) little more than the
-    chunks it cuts."""
+    small edit) gives a small window, and reads little more than the chunks it cuts."""
     chunker = _chunker()
     at = start
     grow = window
     while at < end:
         want = min(grow, end - at)
-        if ready is not None:
-            ready(at, at + want)
-        data = os.pread(fd, want, at)
+        data = read(at, at + want)
         if len(data) < want:
             raise OSError(f"file shrank below {end} bytes while being cut")
         whole = at + len(data) >= end
@@ -83,7 +87,7 @@ def plan_file(path: str | os.PathLike[str]) -> list[Piece]:
     with open(path, "rb", buffering=0) as f:
         fd = f.fileno()
         return [Piece(offset, len(data), p.chunk_id(data))
-                for offset, data in cut(fd, 0, os.fstat(fd).st_size)]
+                for offset, data in cut(file_reader(fd), 0, os.fstat(fd).st_size)]
 
 
 class StreamCutter:

@@ -15,8 +15,8 @@ list). ``Overlay`` keeps the account, in memory:
 A byte at ``offset`` comes from the staging file when ``offset >= limit`` or a range
 holds it, else from the base at the same offset (a write never shifts bytes, so the
 base's offsets stay true). ``gaps(lo, hi)`` are the parts still the base's: a read
-merges them in, a seal fills them (fetching only the chunks it cuts again) before
-cutting. After a seal the new version is the base of every byte (``rebased``).
+merges them in, and so does a seal as it cuts (fetching only the chunks it cuts
+again). After a seal the new version is the base of every byte (``rebased``).
 
 Memory: a range per run of written bytes. A program that writes many scattered small
 pieces is bounded by ``crowded``: past ``MAX_RANGES`` the writer fills the base
@@ -92,9 +92,10 @@ class Overlay:
     def rebased(self, size: int) -> None:
         """A seal made the staging file's content the new base version, of ``size``
         bytes: every byte of it is the base's now, wherever the staging file holds
-        it or not (what a seal cut again, it had filled). The bytes from the old
-        limit on stay the staging file's own: a write may have landed there while
-        the seal ran, and it never made a range."""
+        it or not (a gap the seal cut again, it cut from the old base's bytes, which
+        the new one holds at the same offsets). The bytes from the old limit on stay
+        the staging file's own: a write may have landed there while the seal ran,
+        and it never made a range."""
         old, self.limit = self.limit, size
         self._clip(size)
         self.filled(old, size)

@@ -10,10 +10,11 @@ keeps account. Every handle of that entry, readers included, reads
 through the staging file while it exists, with the base's chunks merged in where it
 has none (``Stager.read``). When the last writer closes (or on ``fsync``), the staging
 file is *sealed*: the part that changed is cut again into chunks (FastCDC, ``Recut``),
-after the chunks it covers are filled in from the base (fetched only then:
-``Stager.fill``), new chunks are stored in the cache as *pending* (kept until
-uploaded), and its block list becomes a new version, based on ``Staged.base``: if that
-changed elsewhere meanwhile, the reconciler keeps the new content as a conflicted copy.
+with the base's bytes merged in where the staging file has none (from the cache,
+fetched only then, never copied into it: ``Stager._merged``), new chunks are stored in
+the cache as *pending* (kept until uploaded), and its block list becomes a new
+version, based on ``Staged.base``: if that changed elsewhere meanwhile, the reconciler
+keeps the new content as a conflicted copy.
 
 Each entry has a lock of its own (``Stager.lock``), held while its staging file is made,
 truncated or sealed; nothing else waits for it. Filling a gap happens on the event
@@ -23,12 +24,11 @@ loop between two awaits, so it never overwrites a write that raced it.
 from __future__ import annotations
 
 import bisect
+import errno
 import logging
 import os
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,8 @@ from cache.env import Txn, Writer
 from cache.records import Entry
 from cache.store import Cache
 from fs.content import BlockMap, Fetcher, read_blocks
-from fs.overlay import Overlay
-from fs.recut import Cutter, Recut, Segment, add_range
+from fs.recut import Cutter, Recut, Segment
+from fs.staged import Staged
 from fs.stagefile import Budget, StagingFile
 
 log = logging.getLogger("loft.fs")
@@ -53,8 +53,10 @@ INLINE_SEAL = 1024 * 1024
 """Files up to this size are cut inside the writer job that records their version:
 a few milliseconds of the writer's time instead of three trips to other threads."""
 NEAR_WINDOW = 2 * 1024 * 1024
-"""What a seal reads (and fills) at a time when the change is small: the cut most
+"""What a seal reads at a time when the change is small: the cut most
 likely falls back in step at the end of the chunk it changed."""
+HELD_CHUNKS = 4
+"""Base chunks a seal keeps at hand: a window cut again reads its last chunk again."""
 FILL_AT_ONCE = 6
 """Base chunks fetched at once to fill a staging file's gaps."""
 SMALL_CLOSE = 1024 * 1024
@@ -63,64 +65,6 @@ larger one in a worker thread (freeing its blocks takes milliseconds)."""
 
 NewChunk = tuple[str, bytes, str | None]
 """A chunk a seal made: its id, content, and the base chunk it most likely edits."""
-
-
-@dataclass
-class Staged:
-    """A file being written: its staging file, who holds it and what it started from.
-
-    ``base`` is the version whose block list describes the staging file outside
-    ``dirty``: the byte ranges written, cut off or added since (sorted, disjoint; at
-    most ``recut.MAX_RANGES``; None: nothing), which is all the next seal cuts again
-    (``Recut``). ``overlay`` says which bytes the
-    staging file holds and which are still the base's (``blocks``).
-    """
-
-    file: StagingFile
-    base: Entry
-    opens: int = 0
-    modified: bool = False
-    mtime: int = field(default_factory=time.time_ns)
-    dirty: list[tuple[int, int]] | None = None
-    overlay: Overlay = field(init=False)
-    blocks: BlockMap = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.overlay = Overlay(self.base["size"])
-        self.blocks = BlockMap(self.base.get("blocks", []))
-
-    def wrote(self, lo: int, hi: int) -> None:
-        """Bytes ``[lo, hi)`` were written to the staging file."""
-        self.overlay.filled(lo, hi)
-        self.changed(lo, hi)
-
-    def resized(self, before: int, after: int) -> None:
-        """The staging file went from ``before`` to ``after`` bytes."""
-        self.overlay.truncated(after)
-        self.changed(min(before, after), max(before, after))
-
-    def rebase(self, base: Entry) -> None:
-        """A seal made ``base`` (of the staging file's content) the version it is on."""
-        self.base = base
-        self.blocks = BlockMap(base.get("blocks", []))
-        self.overlay.rebased(base["size"])
-
-    def changed(self, lo: int, hi: int) -> None:
-        """Bytes ``[lo, hi)`` were written (or the size moved between ``lo`` and ``hi``)."""
-        if self.dirty is None:
-            self.dirty = []
-        add_range(self.dirty, lo, hi)
-        self.modified, self.mtime = True, time.time_ns()
-
-    def take(self) -> list[tuple[int, int]] | None:
-        """What a seal starting now covers; changes made while it runs count anew."""
-        dirty, self.dirty, self.modified = self.dirty, None, False
-        return dirty
-
-    def give_back(self, dirty: list[tuple[int, int]] | None) -> None:
-        """A seal that failed: what it took is still to be sealed."""
-        for lo, hi in dirty or [(0, 0)]:
-            self.changed(lo, hi)
 
 
 class Stager:
@@ -261,12 +205,14 @@ class Stager:
         the next ``SEAL_BATCH`` bytes (a worker thread) overlaps storing the last ones
         (the writer). Memory: at most three batches."""
         size = staged.file.size()
-        fd = staged.file.fileno()  # cut in worker threads: from disk
+        staged.file.fileno()  # cut in worker threads: from disk
         recut = Recut(staged.base.get("blocks", []), dirty, size)
         near = all(hi - lo <= p.CDC_MAX for lo, hi in recut.ranges)
 
-        def ready(lo: int, hi: int) -> None:  # in the cutting thread
-            trio.from_thread.run(self.fill, staged, lo, hi)
+        held: dict[str, bytes] = {}
+
+        def read(lo: int, hi: int) -> bytes | bytearray:  # in the cutting thread
+            return self._merged(staged, lo, hi, held)
 
         segments: list[Segment] = []
         send, receive = trio.open_memory_channel[list[NewChunk]](1)
@@ -283,7 +229,7 @@ class Stager:
             async with send:
                 while first is not None:  # a segment per changed stretch
                     start = recut.start_of(first)
-                    reader = Cutter(cut(fd, start, size, window, ready), recut)
+                    reader = Cutter(cut(read, start, size, window), recut)
                     segment = Segment(first, [], None)
                     while not reader.done:
                         pieces, new = await trio.to_thread.run_sync(
@@ -315,14 +261,58 @@ class Stager:
             blocks.append([piece.id, piece.length])
         return blocks, len(data)
 
+    def _merged(
+        self, staged: Staged, lo: int, hi: int, held: dict[str, bytes]
+    ) -> bytes | bytearray:
+        """Bytes ``[lo, hi)`` of a file being sealed (in the cutting thread): the
+        staging file's, and where it has none the base's, read from the cache (fetched
+        only if missing; ``held`` keeps the last few for the seal's next reads); nothing
+        is copied into the staging file. The gaps are taken before the staging file is
+        read: a write landing meanwhile in one shows the base's bytes there, never a
+        hole, and is cut by the next seal (it is dirty)."""
+
+        def gaps() -> list[tuple[int, int]]:
+            if self.staged.get(staged.base["id"]) is not staged:
+                raise OSError(errno.ESTALE, "the file was dropped while being sealed")
+            return staged.overlay.gaps(lo, hi)
+
+        holes = trio.from_thread.run_sync(gaps)
+        if not holes:
+            return staged.file.pread(hi - lo, lo)
+        blocks = staged.blocks  # the seal holds the entry's lock: its base stays
+        parts: list[bytes | memoryview] = []
+        at = lo
+        for glo, ghi in holes:
+            if at < glo:
+                parts.append(staged.file.pread(glo - at, at))
+            for index in blocks.covering(glo, ghi - glo):
+                chunk, start = self._held(held, blocks.ids[index]), blocks.starts[index]
+                a, b = max(glo, start), min(ghi, start + len(chunk))
+                parts.append(memoryview(chunk)[a - start : b - start])
+            at = ghi
+        if at < hi:
+            parts.append(staged.file.pread(hi - at, at))
+        return b"".join(parts)
+
+    def _held(self, held: dict[str, bytes], cid: str) -> bytes:
+        """A base chunk for ``_merged``: from ``held``, the cache, or the server."""
+        chunk = held.get(cid)
+        if chunk is None:
+            chunk = self.cache.chunks.get(cid)
+            if chunk is None:
+                chunk = trio.from_thread.run(self.fetcher.get, cid)
+            held[cid] = chunk
+            while len(held) > HELD_CHUNKS:
+                del held[next(iter(held))]
+        return chunk
+
     def _cut_some(
         self, staged: Staged, reader: Cutter
     ) -> tuple[list[tuple[str, int]], list[NewChunk]]:
         """The next chunks, up to ``SEAL_BATCH`` bytes (in a worker thread): every
         ``(id, length)``, and the content of those the cache lacks. Everything large
-        here runs with the GIL released (reading, cutting, hashing; a new chunk's
-        content is read again rather than copied): a seal leaves FUSE requests on
-        the event loop alone."""
+        here runs with the GIL released (reading, cutting, hashing) or is a copy: a
+        seal leaves FUSE requests on the event loop alone."""
         pieces: list[tuple[str, int]] = []
         new: list[NewChunk] = []
         held = 0
@@ -331,7 +321,7 @@ class Stager:
             pieces.append((cid, len(view)))
             held += len(view)
             if not self.cache.chunks.has(cid):
-                data = staged.file.pread(len(view), offset)
+                data = bytes(view)
                 new.append((cid, data, _replaced(staged.blocks, offset, len(view))))
             if held >= SEAL_BATCH:
                 break

@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from backend import protocol as p
-from backend.chunking import cut, cut_bytes
+from backend.chunking import cut, cut_bytes, file_reader
 from backend.client import Client
 from cache.chunks import RELEASE_BYTES
 from cache.env import Env, Q, Writer
@@ -487,7 +487,8 @@ def _recut(
         f.flush()
         first: int | None = recut.first
         while first is not None:
-            cutter = Cutter(cut(f.fileno(), recut.start_of(first), len(data)), recut)
+            cutter = Cutter(cut(file_reader(f.fileno()), recut.start_of(first), len(data)),
+                            recut)
             pieces = [[p.chunk_id(chunk), len(chunk)] for _, chunk in cutter]
             segments.append(Segment(first, pieces, cutter.tail))
             first = recut.resume(cutter.tail) if cutter.tail is not None else None

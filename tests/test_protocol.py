@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 
 from backend import errors
 from backend import protocol as p
-from backend.chunking import WINDOW, Piece, cut, cut_bytes, plan_file
+from backend.chunking import WINDOW, Piece, Reader, cut, cut_bytes, file_reader, plan_file
 from backend.errors import BadRequest, LoftError
 
 MiB = 1024 * 1024
@@ -106,11 +105,15 @@ def test_plan_file_equals_cut_bytes_of_the_content(
     assert plan_file(path) == cut_bytes(data)
 
 
-def told_by(into: list[tuple[int, int]]) -> Callable[[int, int], None]:
-    def ready(lo: int, hi: int) -> None:
-        into.append((lo, hi))
+def told_by(fd: int, into: list[tuple[int, int]]) -> Reader:
+    """A reader of ``fd`` that notes each range asked of it."""
+    read = file_reader(fd)
 
-    return ready
+    def noted(lo: int, hi: int) -> bytes | bytearray:
+        into.append((lo, hi))
+        return read(lo, hi)
+
+    return noted
 
 
 @pytest.mark.parametrize("window", [100 * 1024 + 1, MiB, 2 * MiB + 7, p.CDC_MAX + 1, WINDOW])
@@ -120,7 +123,7 @@ def test_a_cut_from_any_chunk_boundary_in_any_window_gives_the_cuts_of_the_whole
     """A chunk is taken only if it ends before the end of what was read; the one
     that reaches it is cut again from the next read, and a read in which no chunk
     ends is doubled: so any window gives the cuts of the whole file from any of its
-    cut points, and ``ready`` is told of every byte before it is read."""
+    cut points, and it reads each byte of the range, none past it."""
     rng = random.Random(window)
     part = rng.randbytes(9 * MiB)  # repeated: some chunks recur; zeros: max-size cuts
     data = part + bytes(5 * MiB) + part + rng.randbytes(3 * MiB + 12345)
@@ -132,7 +135,7 @@ def test_a_cut_from_any_chunk_boundary_in_any_window_gives_the_cuts_of_the_whole
         for first in (0, 1, len(whole) // 2, len(whole) - 1):
             start = whole[first].offset
             told: list[tuple[int, int]] = []
-            pieces = cut(f.fileno(), start, len(data), window, told_by(told))
+            pieces = cut(told_by(f.fileno(), told), start, len(data), window)
             got = [Piece(offset, len(chunk), p.chunk_id(chunk)) for offset, chunk in pieces]
             assert got == whole[first:]
             assert told[0][0] == start
@@ -144,7 +147,7 @@ def test_a_cut_of_a_file_that_shrank_meanwhile_fails_loudly(tmp_path: Path) -> N
     path = tmp_path / "file.bin"
     path.write_bytes(b"x" * MiB)
     with path.open("rb") as f, pytest.raises(OSError, match="shrank"):
-        list(cut(f.fileno(), 0, 2 * MiB))
+        list(cut(file_reader(f.fileno()), 0, 2 * MiB))
 
 
 # --- the CBOR codec ----------------------------------------------------------------
