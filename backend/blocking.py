@@ -1,4 +1,4 @@
-"""Requests on blocking connections in worker threads: how chunks are downloaded.
+"""Requests on blocking connections in worker threads: how chunks travel.
 
 A chunk is up to 4 MiB. Received through httpx on the event loop, its body passes
 through h11's parser in 64 KiB pieces, in Python, with the GIL held: a cold read of
@@ -7,7 +7,9 @@ behind it. The standard library's ``http.client`` reads a body of known length i
 call that loops in C with the GIL released; run in worker threads (a connection of
 its own per request, kept alive and pooled), downloads go on beside the handlers:
 512 MiB in 4 MiB GETs over loopback took 0.24 s of CPU against 1.4–1.7 s through
-httpx on trio.
+httpx on trio. The same holds the other way: a chunk uploaded through h11 is
+framed and sent in Python on the event loop, and ``http.client`` sends the body with
+one ``sendall`` (GIL released).
 
 ``BlockingPool.send`` is a transport for ``backend.client.Client.request``: it
 answers an ``httpx.Response`` (status, headers, body) or raises an
@@ -57,11 +59,13 @@ class BlockingPool:
         self._closed = False
         self._limit = trio.CapacityLimiter(size)
 
-    async def send(self, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
-        """One request without a body; its answer read whole. A caller cancelled while
-        it waits leaves the thread to finish (or time out) on its own."""
+    async def send(
+        self, method: str, path: str, headers: dict[str, str], body: bytes | None = None
+    ) -> httpx.Response:
+        """One request, with ``body`` if any; its answer read whole. A caller
+        cancelled while it waits leaves the thread to finish (or time out) on its own."""
         return await trio.to_thread.run_sync(
-            self._send, method, self._prefix + path, {**self._headers, **headers},
+            self._send, method, self._prefix + path, {**self._headers, **headers}, body,
             limiter=self._limit, abandon_on_cancel=True,
         )
 
@@ -71,17 +75,19 @@ class BlockingPool:
         for conn in idle:
             conn.close()
 
-    def _send(self, method: str, target: str, headers: dict[str, str]) -> httpx.Response:
+    def _send(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None
+    ) -> httpx.Response:
         conn, reused = self._take()
         try:
             try:
-                answer = self._exchange(conn, method, target, headers)
+                answer = self._exchange(conn, method, target, headers, body)
             except _STALE:
                 if not reused:
                     raise
                 conn.close()  # closed by the server while idle: once more, afresh
                 conn, reused = self._new(), False
-                answer = self._exchange(conn, method, target, headers)
+                answer = self._exchange(conn, method, target, headers, body)
         except TimeoutError as exc:
             conn.close()
             raise httpx.ReadTimeout(f"no answer within {self._timeout:.0f}s") from exc
@@ -97,9 +103,10 @@ class BlockingPool:
 
     @staticmethod
     def _exchange(
-        conn: http.client.HTTPConnection, method: str, target: str, headers: dict[str, str]
+        conn: http.client.HTTPConnection, method: str, target: str, headers: dict[str, str],
+        body: bytes | None,
     ) -> tuple[http.client.HTTPResponse, bytes]:
-        conn.request(method, target, headers=headers)
+        conn.request(method, target, body=body, headers=headers)
         response = conn.getresponse()
         return response, response.read()
 

@@ -96,11 +96,11 @@ class Client:
         """One API call, retried on transport failures and 502/503/504.
 
         ``read_timeout`` overrides the client's httpx timeout for this call (a
-        long-poll waits longer than a lookup). ``blocking``: a request without a body
-        sent from a worker thread (``backend.blocking``), for a large answer.
+        long-poll waits longer than a lookup). ``blocking``: sent from a worker thread
+        (``backend.blocking``), for a large body or answer (no ``params``).
         """
         content = raw if raw is not None else (p.encode(body) if body is not None else None)
-        assert not blocking or (content is None and params is None), "blocking: no body"
+        assert not blocking or params is None, "blocking: no query parameters"
         headers = {"content-type": "application/octet-stream" if raw is not None else p.CBOR}
         extra: dict[str, Any] = {}
         if read_timeout is not None:
@@ -114,7 +114,7 @@ class Client:
                 await backoff.wait()
             try:
                 if blocking:
-                    response = await self._blocking.send(method, path, headers)
+                    response = await self._blocking.send(method, path, headers, content)
                 else:
                     response = await self._http.request(
                         method, path, content=content, params=params, headers=headers, **extra
@@ -185,14 +185,15 @@ class Client:
 
     async def put_chunk(self, cid: str, data: bytes) -> bool:
         """Upload one chunk; True if the server did not hold it before."""
-        answer = await self.call("PUT", f"/chunks/{cid}", raw=data)
+        answer = await self.call("PUT", f"/chunks/{cid}", raw=data, blocking=True)
         self.uploaded += len(data)
         return bool(answer.get("stored"))
 
     async def put_chunk_delta(self, cid: str, base: str, change: bytes) -> bool:
         """Upload chunk ``cid`` as a delta against chunk ``base`` (``backend.delta``),
         which the server holds and this user can read; True if it was new."""
-        answer = await self.call("PUT", f"/chunks/{cid}/delta/{base}", raw=change)
+        answer = await self.call("PUT", f"/chunks/{cid}/delta/{base}", raw=change,
+                                 blocking=True)
         self.uploaded += len(change)
         return bool(answer.get("stored"))
 
@@ -200,7 +201,7 @@ class Client:
         """Upload a pack of small chunks in one request (all stored or none); how many
         of them the server did not hold for this user before."""
         packed = [[cid, data] for cid, data in chunks]
-        answer = await self.call("POST", "/chunks", body={"chunks": packed})
+        answer = await self.call("POST", "/chunks", body={"chunks": packed}, blocking=True)
         self.uploaded += sum(len(data) for _, data in chunks)
         return int(answer.get("stored", 0))
 

@@ -1,8 +1,9 @@
-"""Chunk downloads on blocking connections (``backend.blocking``), through the client,
-against a real server behind the fault-injecting proxy: connections are kept alive
-and reused; one the network dropped while it was idle is replaced without spending a
-retry; a server that stops answering costs the client's timeout per attempt, then a
-clear error, and the client works again once the server answers."""
+"""Chunk uploads and downloads on blocking connections (``backend.blocking``), through
+the client, against a real server behind the fault-injecting proxy: connections are
+kept alive and reused; one the network dropped while it was idle is replaced without
+spending a retry; an upload cut off mid-body stores nothing and is a clear error; a
+server that stops answering costs the client's timeout per attempt, then a clear
+error, and the client works again once the server answers."""
 
 from __future__ import annotations
 
@@ -50,17 +51,34 @@ async def test_downloads_reuse_connections_and_replace_one_dropped_while_idle(
 ) -> None:
     # One attempt only: a dropped connection must be replaced, not retried.
     async with Client(proxy.url, token, attempts=1, timeout=10.0) as client:
-        cid, data = await stored(client, 3 * 1024 * 1024)
         accepted = proxy.accepted
+        cid, data = await stored(client, 3 * 1024 * 1024)
         for _ in range(3):
             assert await client.get_chunk(cid) == data
-        assert proxy.accepted - accepted == 1  # the same connection each time
+        assert proxy.accepted - accepted == 1  # the upload's connection, each time
         proxy.cut()  # every connection closed, the pooled one too
         proxy.restore()
         assert await client.get_chunk(cid) == data
         assert proxy.accepted - accepted == 2
         with pytest.raises(NotFound):
             await client.get_chunk(p.chunk_id(b"never stored"))
+
+
+async def test_an_upload_cut_off_mid_body_stores_nothing_and_goes_whole_once_restored(
+    token: str, proxy: FaultProxy
+) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    cid = p.chunk_id(data)
+    async with Client(proxy.url, token, attempts=1, timeout=10.0) as client:
+        await client.whoami()  # the connection made: what follows counts the upload's bytes
+        proxy.cut_after(1024 * 1024)
+        with pytest.raises(ServerUnavailable, match="cannot reach the server"):
+            await client.put_chunk(cid, data)
+        proxy.restore()
+        assert await client.missing([cid]) == [cid]
+        assert await client.put_chunk(cid, data)
+        assert await client.missing([cid]) == []
+        assert await client.get_chunk(cid) == data
 
 
 async def test_a_server_that_stops_answering_fails_in_its_timeout_and_comes_back(
