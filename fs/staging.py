@@ -203,7 +203,8 @@ class Stager:
         """Cut what changed of the staging file into chunks (``Recut``), cache the new
         ones as pending; the block list and size of the version it now holds. Cutting
         the next ``SEAL_BATCH`` bytes (a worker thread) overlaps storing the last ones
-        (the writer). Memory: at most three batches."""
+        (the writer). Memory: at most three batches, and the last ``HELD_CHUNKS`` base
+        chunks."""
         size = staged.file.size()
         staged.file.fileno()  # cut in worker threads: from disk
         recut = Recut(staged.base.get("blocks", []), dirty, size)
