@@ -43,6 +43,12 @@ class Overlay:
         self._los: list[int] = []
         self._his: list[int] = []
 
+    def snapshot(self) -> Overlay:
+        """A copy that later writes do not change."""
+        copy = Overlay(self.limit)
+        copy._los, copy._his = list(self._los), list(self._his)
+        return copy
+
     @property
     def ranges(self) -> list[tuple[int, int]]:
         return list(zip(self._los, self._his, strict=True))

@@ -41,6 +41,7 @@ from cache.env import Txn, Writer
 from cache.records import Entry
 from cache.store import Cache
 from fs.content import BlockMap, Fetcher, read_blocks
+from fs.overlay import Overlay
 from fs.recut import Cutter, Recut, Segment
 from fs.staged import Staged
 from fs.stagefile import Budget, StagingFile
@@ -210,11 +211,11 @@ class Stager:
         recut = Recut(staged.base.get("blocks", []), dirty, size)
         near = all(hi - lo <= p.CDC_MAX for lo, hi in recut.ranges)
 
-        gaps = staged.overlay.gaps(0, size)  # before any byte is read: see _merged
+        taken = staged.overlay.snapshot()  # before any byte is read: see _merged
         held: dict[str, bytes] = {}
 
         def read(lo: int, hi: int) -> bytes | bytearray:  # in the cutting thread
-            return self._merged(staged, lo, hi, gaps, held)
+            return self._merged(staged, lo, hi, taken, held)
 
         segments: list[Segment] = []
         send, receive = trio.open_memory_channel[list[NewChunk]](1)
@@ -264,24 +265,18 @@ class Stager:
         return blocks, len(data)
 
     def _merged(
-        self, staged: Staged, lo: int, hi: int, gaps: list[tuple[int, int]],
-        held: dict[str, bytes],
+        self, staged: Staged, lo: int, hi: int, taken: Overlay, held: dict[str, bytes],
     ) -> bytes | bytearray:
         """Bytes ``[lo, hi)`` of a file being sealed (in the cutting thread): the
-        staging file's, and where it has none (``gaps``, of the whole file) the base's,
-        read from the cache (fetched only if missing; ``held`` keeps the last few for
-        the seal's next reads); nothing is copied into the staging file. The gaps were
-        taken when the seal began, before any read (gaps only shrink while the seal
+        staging file's, and where it has none (``taken``: its overlay when the seal
+        began) the base's, read from the cache (fetched only if missing; ``held`` keeps
+        the last few for the seal's next reads); nothing is copied into the staging
+        file. The gaps were taken before any read (gaps only shrink while the seal
         holds the entry's lock): a write landing meanwhile in one shows the base's bytes
         there, never a hole, and is cut by the next seal (it is dirty)."""
         if self.staged.get(staged.base["id"]) is not staged:
             raise OSError(errno.ESTALE, "the file was dropped while being sealed")
-        holes = []
-        for glo, ghi in gaps[max(0, bisect.bisect_right(gaps, (lo, lo)) - 1) :]:
-            if glo >= hi:
-                break
-            if ghi > lo:
-                holes.append((max(glo, lo), min(ghi, hi)))
+        holes = taken.gaps(lo, hi)
         if not holes:
             return staged.file.pread(hi - lo, lo)
         blocks = staged.blocks  # the seal holds the entry's lock: its base stays
