@@ -14,6 +14,9 @@ Sub-databases (keys and values are bytes; CBOR where a value is a record of
                                                replay laid over the remote tree
                 b"mountpoint", b"device"       CBOR str: where and as whom the device
                                                last mounted (``loft pin``, ``fsck``)
+                b"sealed:" + token             CBOR int: the last park record of a
+                                               staging file a seal covered
+                                               (``fs.parking``)
     entries     entry id                       CBOR ``Entry``: the view (what the
                                                mount shows: remote + the journal)
     children    parent id + b"/" + name        entry id, for ``entries``
@@ -130,6 +133,21 @@ class Env:
     def meta_put(self, txn: Txn, key: str, value: Any) -> None:
         txn.put(key.encode(), p.encode(value), db=self.db["meta"])
 
+    def meta_prefixed(self, txn: Txn, prefix: str) -> dict[str, Any]:
+        """Every meta key starting with ``prefix`` (without it), and its value."""
+        out: dict[str, Any] = {}
+        cursor = txn.cursor(db=self.db["meta"])
+        start = prefix.encode()
+        if cursor.set_range(start):
+            for key, value in cursor:
+                if not bytes(key).startswith(start):
+                    break
+                out[bytes(key)[len(start):].decode()] = p.decode(bytes(value))
+        return out
+
+    def meta_delete(self, txn: Txn, key: str) -> None:
+        txn.delete(key.encode(), db=self.db["meta"])
+
     def meta(self, key: str, default: Any = None) -> Any:
         with self.read() as txn:
             return self.meta_get(txn, key, default)
@@ -152,22 +170,32 @@ class Writer:
 
     Use as ``await nursery.start(writer.run)``; ``write`` before that, or after the
     writer stopped, runs the job on a worker thread alone.
+
+    Two lanes: a *bulk* job (``bulk=True``: megabytes of chunks stored, the cache
+    trimmed; tens of milliseconds) commits alone, one at a time, and every other job
+    queued meanwhile commits before the next one: a rename waits for one bulk job at
+    most, never for a queue of them. Jobs of different lanes are independent (each
+    caller awaits its own), so the order between lanes is free.
     """
 
     def __init__(self, env: Env) -> None:
         self.env = env
         self._jobs: list[_Job[Any]] = []
+        self._bulk: list[_Job[Any]] = []
         self._wake = trio.Event()
         self._running = False
         self._busy = False
         """A transaction is open in the writer's thread."""
         self._limit = trio.CapacityLimiter(1)
 
-    async def write(self, fn: Callable[[Txn], T], *, inline: bool = False) -> T:
+    async def write(
+        self, fn: Callable[[Txn], T], *, inline: bool = False, bulk: bool = False
+    ) -> T:
         """``inline``: a short job (a file operation's few records) runs at once in the
         caller's thread if the writer is idle (nothing queued, no transaction open):
         the same transaction without the trip to the writer's thread and back, about
-        8 µs instead of 300. Otherwise it queues behind the others, in order."""
+        8 µs instead of 300. Otherwise it queues behind the others of its lane, in
+        order; ``bulk``: in the bulk lane (see the class)."""
         job: _Job[T] = _Job(fn)
         if inline and self._running and not self._jobs and not self._busy:
             self._commit([job])
@@ -175,7 +203,7 @@ class Writer:
             await trio.to_thread.run_sync(self._commit, [job], limiter=self._limit)
             job.done.set()
         else:
-            self._jobs.append(job)
+            (self._bulk if bulk else self._jobs).append(job)
             self._wake.set()
             await job.done.wait()
         if job.error is not None:
@@ -187,9 +215,13 @@ class Writer:
         task_status.started()
         try:
             while True:
-                await self._wake.wait()
+                if not self._jobs and not self._bulk:
+                    await self._wake.wait()
                 self._wake = trio.Event()
-                jobs, self._jobs = self._jobs, []
+                if self._jobs:
+                    jobs, self._jobs = self._jobs, []
+                else:
+                    jobs = [self._bulk.pop(0)]
                 self._busy = True
                 try:
                     with trio.CancelScope(shield=True):  # a job taken is a job finished
@@ -200,7 +232,7 @@ class Writer:
                     job.done.set()
         finally:
             self._running = False
-            jobs, self._jobs = self._jobs, []
+            jobs, self._jobs, self._bulk = self._jobs + self._bulk, [], []
             if jobs:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self._commit, jobs, limiter=self._limit)
