@@ -99,6 +99,8 @@ class MountCore:
         self._warned: set[str] = set()
         self._sync_lock = trio.Lock()
         self._sync_asked = self._sync_done = 0
+        self._parked = trio.Event()
+        """Set when a file is parked: ``seal_parked`` looks at the dues again."""
         self.on_init: Callable[[], None] = lambda: None
 
     def init(self) -> None:

@@ -57,5 +57,15 @@ def _errno(handler: str, exc: Exception) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(errno.EIO)
 
 
+def failure(exc: BaseException) -> Exception | None:
+    """The first of our own errors, or the OS's, in ``exc`` (groups looked into): what
+    a background task that retries may expect; None for anything else (a bug)."""
+    for kind in (ContentError, LoftError, OSError, BadRequest):
+        found = first_of(exc, kind)
+        if found is not None:
+            return found
+    return None
+
+
 def fail(code: int) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(code)

@@ -2,17 +2,21 @@
 
 A file opened for writing gets a staging file (``fs.staging``), made under the entry's
 own lock, into which nothing is copied; reads of a file nobody writes fetch only the
-chunks they need (``fs.content``). Close-to-open: the last close of a written file (or ``fsync``)
-seals it into a new version, based on the version the writer started from, committed
-to LMDB. ``close`` returns then (the mount flushes LMDB to disk once a second, like a
-journaling filesystem's commit interval); ``fsync`` returns once it is on disk (a
-group commit shared by the callers that arrive together).
+chunks they need (``fs.content``). Close-to-open: every open on this device sees what
+was closed. The close of a small file seals it into a new version, based on the
+version the writer started from, committed to LMDB; the close of a large one parks it
+(``fs.parking``), and ``seal_parked`` seals it once it is left alone, one seal for
+every close in between. ``close`` returns then: what it returned survives ``kill -9``
+of the mount at once, and a power cut after the mount's next flush (once a second,
+like a journaling filesystem's commit interval). ``fsync`` seals, and returns once
+that is on disk (a group commit shared by the callers that arrive together).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 from typing import Any
 
@@ -23,18 +27,33 @@ from cache.env import Txn
 from cache.records import Entry
 from fs.content import BlockMap, ReadAhead, read_blocks
 from fs.core import Handle, MountCore, new_op
-from fs.errors import errors, fail
+from fs.errors import errors, fail, failure
+from fs.parking import LATEST
 from fs.replica import ViewChange
 
 log = logging.getLogger("loft.fs")
+
+RESEAL = 5.0
+"""Seconds before a parked file whose seal failed is tried again."""
 
 
 class FileHandlers(MountCore):
     async def _truncate(self, entry: Entry, size: int) -> None:
         async with self.stager.lock(entry["id"]):
+            await self._keep_parked(entry["id"], size)
             staged = self.stager.stage(await self._current(entry), truncate=size == 0)
             self.stager.resize(staged, size)
             await self._unstage(entry["id"])
+
+    async def _keep_parked(self, entry_id: str, size: int) -> None:
+        """A parked file's staging file is all a crash leaves of what its close
+        promised: a truncate below the size parked would lose promised bytes, so it
+        seals them first (the caller holds the entry's lock). A write over them is
+        no loss: after a crash the file shows the newer bytes there, as a local file
+        system does."""
+        staged = self.stager.staged.get(entry_id)
+        if staged is not None and staged.record is not None and size < staged.parked_size:
+            await self._seal(entry_id)
 
     async def _current(self, entry: Entry) -> Entry:
         with self.cache.read() as txn:
@@ -42,23 +61,84 @@ class FileHandlers(MountCore):
 
     async def _unstage(self, entry_id: str) -> None:
         """One holder is done with the staging file (the caller holds the entry's
-        lock); the last one seals and drops it."""
+        lock); the last one settles it, and drops it unless it is parked."""
         staged = self.stager.staged.get(entry_id)
         if staged is None:
             return
         staged.opens -= 1
         if staged.opens > 0:
             return
-        if staged.modified:
-            await self._seal(entry_id)
-        await self.stager.discard(entry_id)
+        await self._settle(entry_id)
+        if not staged.modified and staged.opens == 0:  # (an open may come meanwhile)
+            await self.stager.discard(entry_id)
+
+    async def _settle(self, entry_id: str) -> None:
+        """What a close promises (the caller holds the entry's lock): what is written
+        survives a crash. A small file is sealed now; a large one is parked
+        (``fs.parking``) and sealed by ``seal_parked`` when left alone."""
+        staged = self.stager.staged.get(entry_id)
+        if staged is None or not staged.modified:
+            return
+        # Parked on the event loop (a few file system calls, ~0.1 ms): no write may
+        # land between the record's parts.
+        now = trio.current_time()
+        if not self.stager.small(staged):
+            if self.stager.parking.park(staged, entry_id, now):
+                self._parked.set()
+                return
+            self._once("staging files cannot be named on this file system: closes seal")
+        await self._seal(entry_id)
 
     async def seal(self, entry_id: str) -> None:
-        """Make what is written to the entry so far a version (at unmount too)."""
+        """Make what is written to the entry so far a version (``fsync``, unmount)."""
         async with self.stager.lock(entry_id):
             staged = self.stager.staged.get(entry_id)
             if staged is not None and staged.modified:
                 await self._seal(entry_id)
+
+    async def seal_parked(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Seal each parked file when it is due (``Staged.due``), and drop its staging
+        file if nobody has it open; a seal that fails (the server unreachable for a
+        base chunk the cache lacks) is tried again later: the file stays parked."""
+        task_status.started()
+        while True:
+            dues = [(s.due, i) for i, s in self.stager.staged.items() if s.due is not None]
+            now = trio.current_time()
+            for due, entry_id in sorted(dues):
+                if due <= now:
+                    await self._seal_parked(entry_id)
+            self._parked = trio.Event()
+            nearest = min((s.due for s in self.stager.staged.values() if s.due is not None),
+                          default=math.inf)
+            with trio.move_on_at(nearest):
+                await self._parked.wait()
+
+    async def _seal_parked(self, entry_id: str) -> None:
+        async with self.stager.lock(entry_id):
+            staged = self.stager.staged.get(entry_id)
+            now = trio.current_time()
+            if staged is None or staged.due is None or staged.due > now:
+                return  # sealed (fsync), dropped (unlinked) or parked again meanwhile
+            assert staged.parked_since is not None
+            if staged.opens and now < staged.parked_since + LATEST:
+                # Open for writing again: more is coming, and its close says when.
+                staged.due = staged.parked_since + LATEST
+                return
+            try:
+                if staged.modified:
+                    await self._seal(entry_id)
+            except Exception as exc:
+                if (why := failure(exc)) is None:
+                    raise
+                log.warning("sealing a parked file failed, trying again in %.0f s: %s",
+                            RESEAL, why)
+                staged.due = trio.current_time() + RESEAL
+                return
+            self.stager.parking.sealed(staged)
+            if staged.opens == 0:
+                await self.stager.discard(entry_id)
 
     async def _seal(self, entry_id: str) -> None:
         """The staging file's content becomes a new version: chunks, view, journal."""
@@ -67,6 +147,7 @@ class FileHandlers(MountCore):
 
         def record(txn: Txn, blocks: list[list[Any]], size: int) -> list[ViewChange] | None:
             op = new_op("update", entry=entry_id, size=size, mtime=mtime, blocks=blocks)
+            self.stager.parking.covered(self.cache.env, txn, staged)
             return self.replica.record_update(txn, op, base)
 
         dirty = staged.take()
@@ -86,6 +167,7 @@ class FileHandlers(MountCore):
             staged.give_back(dirty)
             raise
         staged.rebase(Entry(**{**base, "size": size, "blocks": blocks}))
+        self.stager.parking.sealed(staged)
         self.versions[entry_id] = self.versions.get(entry_id, 0) + 1
         if changes:
             self.view_changed(changes)
@@ -108,7 +190,14 @@ class FileHandlers(MountCore):
             raise fail(errno.EISDIR)
         if writable:
             self._writable(inode)
+        staged = self.stager.staged.get(entry["id"])
+        if writable and staged is not None and not flags & (os.O_TRUNC | os.O_APPEND):
+            # Written or parked already: one more holder, without waiting for a seal.
+            staged.opens += 1
+        elif writable:
             async with self.stager.lock(entry["id"]):
+                if flags & os.O_TRUNC:
+                    await self._keep_parked(entry["id"], 0)
                 current = await self._current(entry)
                 if flags & os.O_APPEND and not flags & os.O_TRUNC and current.get("blocks"):
                     # Its first seal cuts the last chunk again: fail now, not at close.
@@ -169,15 +258,17 @@ class FileHandlers(MountCore):
 
     @errors
     async def flush(self, fh: int) -> None:
-        """``close(2)``: the content written so far becomes a version (close-to-open),
-        committed to LMDB (it survives ``kill -9`` of the mount at once, and a power
-        cut after the mount's next flush, within a second)."""
+        """``close(2)``: the content written so far survives ``kill -9`` of the mount
+        at once, and a power cut after the mount's next flush, within a second: a
+        small file's becomes a version now, a large one's is parked (``_settle``).
+        Every open on this device sees it at once (close-to-open)."""
         handle = self.handles.get(fh)
         if handle is None or not handle.writable:
             return
         staged = self.stager.staged.get(handle.entry_id)
         if staged is not None and staged.modified:
-            await self.seal(handle.entry_id)
+            async with self.stager.lock(handle.entry_id):
+                await self._settle(handle.entry_id)
 
     async def _durable(self) -> None:
         """Return once every LMDB commit made so far is on disk (survives a power cut).
@@ -191,8 +282,13 @@ class FileHandlers(MountCore):
             if self._sync_done >= ticket:
                 return
             target = self._sync_asked
-            await trio.to_thread.run_sync(self.cache.flush)
+            await trio.to_thread.run_sync(self._flush)
             self._sync_done = target
+
+    def _flush(self) -> None:
+        """Parked files, then LMDB, on disk (blocking)."""
+        self.stager.parking.sync()
+        self.cache.flush()
 
     @errors
     async def release(self, fh: int) -> None:
@@ -203,6 +299,8 @@ class FileHandlers(MountCore):
 
     @errors
     async def fsync(self, fh: int, datasync: bool) -> None:
-        """Returns once the file's content and metadata are durable on this device."""
-        await self.flush(fh)
+        """Returns once the file's content is a version, durable on this device."""
+        handle = self.handles.get(fh)
+        if handle is not None and handle.writable:
+            await self.seal(handle.entry_id)
         await self._durable()

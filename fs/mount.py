@@ -31,11 +31,13 @@ from cache.env import Txn, Writer
 from cache.mapped import libc
 from cache.store import Cache
 from fs.content import Fetcher
+from fs.errors import failure
 from fs.follower import Follower
 from fs.history import PastTree
 from fs.invalidator import Invalidator
 from fs.link import Link
 from fs.operations import LoftOperations
+from fs.parking import Parking, forget_sealed
 from fs.pinning import Pinner
 from fs.replica import Replica, ViewChange
 from fs.staging import Stager
@@ -109,6 +111,7 @@ async def serve_mount(
                 log.info("%d cached chunk(s) no change names any more: evictable", stale)
             fetcher = Fetcher(cache, writer, client, fetch_timeout)
             stager = Stager(home / "staging", cache, writer, fetcher)
+            await stager.recover()
             ops: LoftOperations | None = None
             invalidator: Invalidator | None = None
 
@@ -160,17 +163,24 @@ async def _serve(
         await nursery.start(follower.run)
         await nursery.start(uploader.run)
         await nursery.start(Pinner(cache, fetcher).run)
-        await nursery.start(_housekeeping, cache, writer)
+        await nursery.start(ops.seal_parked)
+        await nursery.start(_housekeeping, cache, writer, ops.stager.parking)
         await nursery.start(_unmap_cache, cache)
-        await nursery.start(_status_writer, home, link, cache, uploader.client)
+        await nursery.start(_status_writer, home, link, cache, uploader.client, ops.stager)
         nursery.start_soon(_on_signal)
         log.info("mounted at %s", mountpoint)
         ready()
         await pyfuse3.main()
         unmounted = True
         for entry_id, staged in list(ops.stager.staged.items()):
-            if staged.modified:  # still open at unmount: keep what was written
-                await ops.seal(entry_id)
+            if staged.modified:  # still open or parked at unmount: keep what was written
+                try:
+                    await ops.seal(entry_id)
+                except Exception as exc:  # if parked, the next mount seals it
+                    if (why := failure(exc)) is None:
+                        raise
+                    log.warning("cannot seal %s at unmount (a closed file stays parked for"
+                                " the next mount): %s", entry_id, why)
         if link.online and not link.over_quota:  # else it waits for the next mount
             with trio.move_on_after(push_timeout):
                 await uploader.drain()
@@ -181,21 +191,31 @@ async def _serve(
     finally:
         pyfuse3.close(unmount=not unmounted)
         ops.stager.drop_all()
+        retired = ops.stager.parking.take_retired()
+        ops.stager.parking.sync()  # the parked files left for the next mount
+        cache.flush()
+        ops.stager.parking.unlink(retired)  # their sealed: keys go at the next mount
 
 
 async def _housekeeping(
-    cache: Cache, writer: Writer, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    cache: Cache, writer: Writer, parking: Parking,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Once a second: journaled changes reach the disk for good; the cache is trimmed
-    (a bounded amount per writer job, so no request waits long behind it); the heap's
+    """Once a second: parked files and journaled changes reach the disk for good, then
+    what that made unneeded is removed (``fs.parking``); the cache is trimmed (a
+    bounded amount per writer job, so no request waits long behind it); the heap's
     free pages are given back."""
     task_status.started()
     while True:
         await trio.sleep(FLUSH)
+        retired = parking.take_retired()
+        await trio.to_thread.run_sync(parking.sync)
         await trio.to_thread.run_sync(cache.flush)
+        if gone := await trio.to_thread.run_sync(parking.unlink, retired):
+            await writer.write(lambda txn: forget_sealed(cache.env, txn, gone))
         freed = 1
         while freed:  # a bounded trim per job: requests queued meanwhile go between
-            freed = await writer.write(cache.trim)
+            freed = await writer.write(cache.trim, bulk=True)
         await trio.to_thread.run_sync(_give_back_heap)
 
 
@@ -220,7 +240,7 @@ async def _on_signal() -> None:
 
 
 async def _status_writer(
-    home: Path, link: Link, cache: Cache, client: Client,
+    home: Path, link: Link, cache: Cache, client: Client, stager: Stager,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     path = home / "status.json"
@@ -239,6 +259,7 @@ async def _status_writer(
             "error": link.last_error,
             "over_quota": link.over_quota,
             "pending_ops": pending,
+            "parked": stager.parked(),
             "cursor": cursor,
             "uploaded_bytes": client.uploaded,
             **usage,

@@ -22,9 +22,9 @@ Memory: a range per run of written bytes. A program that writes many scattered s
 pieces is bounded by ``crowded``: past ``MAX_RANGES`` the writer fills the base
 chunks around a new write, so ranges merge at chunk bounds (at most one per chunk).
 
-Nothing here is durable, by design: a staging file holds only what was written since
-the last seal, never promised (``close`` and ``fsync`` seal, and the sealed version
-is what survives a crash); a mount that starts removes the staging files it finds.
+Nothing here is durable by itself: the close of a large file writes the overlay's
+ranges into its park record (``fs.parking``), and a mount that starts rebuilds the
+overlay from it.
 """
 
 from __future__ import annotations

@@ -3,13 +3,14 @@
 ``Staged`` ties together what ``fs.staging`` keeps for each file open for writing: the
 staging file (``fs.stagefile``), the version it is based on, which of its bytes are
 its own (``fs.overlay``) and which byte ranges the next seal must cut again
-(``fs.recut``).
+(``fs.recut``), and, once closed, where it is parked (``fs.parking``).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cache.records import Entry
 from fs.content import BlockMap
@@ -37,6 +38,20 @@ class Staged:
     dirty: list[tuple[int, int]] | None = None
     overlay: Overlay = field(init=False)
     blocks: BlockMap = field(init=False)
+    token: str | None = None
+    """Its name in the staging directory once parked (``fs.parking``)."""
+    seq: int = 0
+    """The seq of its last park record."""
+    record: Path | None = None
+    """Its park record no seal has covered yet; None: nothing parked."""
+    parked_size: int = 0
+    """The size that record gives."""
+    unparked: bool = True
+    """Changed since its last park record."""
+    parked_since: float | None = None
+    """When the first park no seal has covered was made (``trio.current_time``)."""
+    due: float | None = None
+    """When its parked content is to be sealed."""
 
     def __post_init__(self) -> None:
         self.overlay = Overlay(self.base["size"])
@@ -63,7 +78,7 @@ class Staged:
         if self.dirty is None:
             self.dirty = []
         add_range(self.dirty, lo, hi)
-        self.modified, self.mtime = True, time.time_ns()
+        self.modified, self.unparked, self.mtime = True, True, time.time_ns()
 
     def take(self) -> list[tuple[int, int]] | None:
         """What a seal starting now covers; changes made while it runs count anew."""

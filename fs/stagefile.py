@@ -9,21 +9,28 @@ file on disk (``unnamed_file``) once a write or a truncate takes it past
 in a worker thread); it never moves back. A file that finds the budget spent starts
 on disk.
 
-Nothing here is durable, in memory or on disk, by design: a staging file holds only
-what was written since the last seal, which nobody was promised (``close`` and
-``fsync`` seal, and the sealed version in LMDB is what survives a crash). The methods
+Nothing here is durable by itself: a staging file holds what was written since the
+last seal, and only a close makes a promise of it: a small file's close seals it (the
+sealed version in LMDB is what survives a crash), a large one's *parks* it
+(``fs.parking``: the file gets a name, ``link``, beside a record of what it holds; a
+mount that starts finds it again, ``adopt``). The methods
 mirror ``os.pread``/``os.pwrite``/``os.ftruncate``: a read past the end is short, a
 write past the end leaves zeros between, as a sparse file reads.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 from pathlib import Path
 
+from cache.mapped import libc
+
 IN_MEMORY = 1024 * 1024
 """A staging file up to this size may be held in memory."""
+AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
+"""``linkat(2)`` arguments (``<fcntl.h>``)."""
 BUDGET = 64 * 1024 * 1024
 """Bytes of all the mount's staging files held in memory at once, at most."""
 
@@ -65,6 +72,28 @@ class StagingFile:
             except BaseException:
                 self.close()
                 raise
+
+    @classmethod
+    def adopt(cls, root: Path, budget: Budget, fd: int) -> StagingFile:
+        """A staging file of the bytes of ``fd`` (a parked file an earlier mount left)."""
+        file = cls.__new__(cls)
+        file.root, file.budget, file.fd, file._data = root, budget, fd, None
+        return file
+
+    def link(self, path: Path) -> bool:
+        """Give the bytes (moved to disk first) the name ``path``; False where that
+        cannot be done (a file system without ``O_TMPFILE``, no ``/proc``)."""
+        fd = self.fileno()
+        # linkat(2) following the /proc link (os.link calls link(2), which links the
+        # symlink itself and fails): allowed for an O_TMPFILE file made without
+        # O_EXCL, unprivileged; a file made and unlinked has no inode to name (ENOENT).
+        source = f"/proc/self/fd/{fd}".encode()
+        if libc.linkat(AT_FDCWD, source, AT_FDCWD, os.fsencode(path), AT_SYMLINK_FOLLOW) == 0:
+            return True
+        code = ctypes.get_errno()
+        if code in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP):
+            return False
+        raise OSError(code, f"naming a staging file {path}: {os.strerror(code)}")
 
     @property
     def in_memory(self) -> bool:

@@ -8,8 +8,10 @@ size, into which nothing is copied. What a program writes lands there (on disk p
 the one of the version the writer started from (``Staged.base``), as ``fs.overlay``
 keeps account. Every handle of that entry, readers included, reads
 through the staging file while it exists, with the base's chunks merged in where it
-has none (``Stager.read``). When the last writer closes (or on ``fsync``), the staging
-file is *sealed*: the part that changed is cut again into chunks (FastCDC, ``Recut``),
+has none (``Stager.read``). A close of a small file (or an ``fsync``) *seals* it at
+once; a close of a large one *parks* it (``fs.parking``: durable, sealed in the
+background when left alone). A seal cuts the part that changed again into chunks
+(FastCDC, ``Recut``),
 with the base's bytes merged in where the staging file has none (from the cache,
 fetched only then, never copied into it: ``Stager._merged``), new chunks are stored in
 the cache as *pending* (kept until uploaded), and its block list becomes a new
@@ -42,6 +44,7 @@ from cache.records import Entry
 from cache.store import Cache
 from fs.content import BlockMap, Fetcher, read_blocks
 from fs.overlay import Overlay
+from fs.parking import SEALED, Parking, forget_sealed
 from fs.recut import Cutter, Recut, Segment
 from fs.staged import Staged
 from fs.stagefile import Budget, StagingFile
@@ -79,12 +82,32 @@ class Stager:
         self.staged: dict[str, Staged] = {}
         self.memory = Budget()
         self._locks: dict[str, tuple[trio.Lock, int]] = {}
+        self.parking = Parking(root)
         root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)  # owner-only: content
         os.chmod(root, DIR_MODE)
-        # Named staging files of an older mount that died: writes never closed nor
-        # fsync'd, so never promised. (Unnamed ones leave nothing behind.)
-        for leftover in root.iterdir():
-            leftover.unlink(missing_ok=True)
+
+    async def recover(self) -> int:
+        """Take up the files an earlier mount parked and did not seal (before the
+        mount serves); they are due at once. How many."""
+        await trio.to_thread.run_sync(self.cache.flush)  # see Parking.recover
+        with self.cache.read() as txn:
+            sealed = self.cache.env.meta_prefixed(txn, SEALED)
+        records = await trio.to_thread.run_sync(self.parking.recover, sealed)
+        now = trio.current_time()
+        for record in records:
+            staged = self.parking.restore(record, self.memory)
+            staged.parked_since = staged.due = now
+            self.staged[record.entry] = staged
+
+        if sealed:  # every record they covered is gone now
+            await self.writer.write(lambda txn: forget_sealed(self.cache.env, txn, list(sealed)))
+        if records:
+            log.info("%d file(s) closed before the last mount stopped: sealing", len(records))
+        return len(records)
+
+    def parked(self) -> int:
+        """Files closed and parked, their seal still to come."""
+        return sum(1 for s in self.staged.values() if s.record is not None)
 
     @asynccontextmanager
     async def lock(self, entry_id: str) -> AsyncIterator[None]:
@@ -177,9 +200,10 @@ class Stager:
             out[glo - offset : ghi - offset] = piece[glo - start : ghi - start]
         return bytes(out)
 
-    def drop(self, entry_id: str) -> None:
+    def drop(self, entry_id: str, keep_parked: bool = False) -> None:
         staged = self.staged.pop(entry_id, None)
         if staged is not None:
+            self.parking.release(staged, keep_parked)
             staged.file.close()
 
     async def discard(self, entry_id: str) -> None:
@@ -189,14 +213,16 @@ class Stager:
         staged = self.staged.pop(entry_id, None)
         if staged is None:
             return
+        self.parking.release(staged)
         if staged.file.disk_bytes() <= SMALL_CLOSE:
             staged.file.close()  # memory, or a few blocks to free
         else:
             await trio.to_thread.run_sync(staged.file.close)
 
     def drop_all(self) -> None:
+        """At unmount: parked files the mount could not seal stay for the next one."""
         for entry_id in list(self.staged):
-            self.drop(entry_id)
+            self.drop(entry_id, keep_parked=True)
 
     async def seal(
         self, staged: Staged, dirty: list[tuple[int, int]] | None
@@ -337,7 +363,7 @@ class Stager:
             for cid, data, base in pieces:
                 self.cache.chunks.put(txn, cid, data, pending=True, base=base)
 
-        await self.writer.write(put)
+        await self.writer.write(put, bulk=True)
 
 
 def _replaced(blocks: BlockMap, offset: int, length: int) -> str | None:

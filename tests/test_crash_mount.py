@@ -349,12 +349,14 @@ class Workload:
 
 
 def pending_ops(dev: Machine, since: float) -> int | None:
-    """The mount's journal size from a ``status.json`` written after ``since``."""
+    """The mount's journal size (and files parked, to be sealed) from a
+    ``status.json`` written after ``since``."""
     path = dev.device.home / "status.json"
     try:
         if path.stat().st_mtime <= since:
             return None
-        return int(json.loads(path.read_text())["pending_ops"])
+        status = json.loads(path.read_text())
+        return int(status["pending_ops"]) + int(status.get("parked", 0))
     except (OSError, ValueError, KeyError):
         return None
 

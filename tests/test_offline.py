@@ -184,6 +184,36 @@ def test_mount_starts_offline_works_locally_and_fails_uncached_reads_with_eio(
     assert (a.path / "remote.bin").read_bytes() == remote
 
 
+def test_a_large_file_edited_offline_without_its_content_closes_and_syncs_when_back(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """An edit of a file whose content the device never fetched, made offline: the
+    close returns at once (the file is parked; its seal needs the chunks around the
+    edit and waits for the server, trying again), and once the server is back the
+    edit is sealed and reaches the other device whole."""
+    remote = bytearray(os.urandom(8 * MiB))
+    (tmp_path / "big.bin").write_bytes(remote)
+    assert setup.b.run("put", str(tmp_path / "big.bin"), "/big.bin").returncode == 0
+    a = setup.mount_a()
+    wait_for(lambda: os.listdir(a.path) == ["big.bin"], 10, "the tree")
+    unmount_strictly(a)
+    setup.proxy.cut()
+    a = setup.mount_a()
+    fd = os.open(a.path / "big.bin", os.O_RDWR)
+    try:
+        assert os.pwrite(fd, b"edited offline", 3 * MiB) == 14
+    finally:
+        os.close(fd)  # parked: no error although the seal cannot run now
+    remote[3 * MiB : 3 * MiB + 14] = b"edited offline"
+    assert (a.path / "big.bin").stat().st_size == 8 * MiB
+    log = setup.a.home / "mount.log"
+    wait_for(lambda: "sealing a parked file failed" in log.read_text(), 30, "a failed seal")
+    setup.proxy.restore()
+    synced(a)
+    assert remote_bytes(setup.b, "/big.bin", tmp_path) == bytes(remote)
+    assert "Traceback" not in log.read_text()
+
+
 def test_a_device_never_synced_mounts_offline_and_merges_when_back(
     setup: Setup, tmp_path: Path
 ) -> None:

@@ -146,8 +146,10 @@ def cmd_status(args: argparse.Namespace) -> None:
     if mount is not None and alive(int(mount["pid"])):
         state = "online" if mount["online"] else f"offline ({printable(mount['error'])})"
         print(f"mount:   running (pid {mount['pid']}), {state}")
+        parked = int(mount.get("parked", 0))
+        sealing = f" ({parked} file(s) closed, being sealed)" if parked else ""
         print(
-            f"pending: {mount['pending_ops']} change(s) to upload,"
+            f"pending: {mount['pending_ops'] + parked} change(s) to upload{sealing},"
             f" {human(mount['pending_bytes'])} of new content"
         )
         if mount.get("over_quota"):

@@ -13,8 +13,9 @@ The samples are cut into phases by time:
   baselines: ``idle``; ``write`` of SIZE bytes in 1 MiB ``write``s; its ``close``;
 * a Loft mount (device A of a fresh embedded-default server, mounted with
   ``--cache-size CACHE``): ``idle``; ``write`` and ``close`` of a new SIZE file (the
-  close seals it: cuts it into chunks and stores them in the LMDB cache); ``upload``,
-  from the close until ``status.json`` shows nothing pending; ``evict``, from then
+  close parks it, ``fs.parking``; the seal, which cuts it into chunks and stores them
+  in the LMDB cache, follows in the background); ``upload``, from the close until
+  ``status.json`` shows nothing pending (the seal included); ``evict``, from then
   until the chunk cache is back under CACHE; ``cold read`` of another SIZE file,
   put on the server beforehand by a second device, through the small cache (every
   chunk fetched, cached and soon evicted again).
@@ -435,7 +436,8 @@ def status_since(device: Device, since_ns: int, check: Callable[[dict[str, Any]]
 
 
 def uploaded_since(device: Device, closed_ns: int) -> Callable[[], bool]:
-    """A check: ``status.json`` shows nothing pending, for the first time since the close.
+    """A check: ``status.json`` shows nothing pending (no change to upload, no file
+    parked to seal), for the first time since the close.
 
     The mount computes a status a moment before it writes it: one written just after
     the close may predate it. So the check trusts "nothing pending" only after it has
@@ -453,7 +455,7 @@ def uploaded_since(device: Device, closed_ns: int) -> Callable[[], bool]:
         status = device.status(closed_ns)
         if status is None:
             return False
-        if status["pending_ops"] or status["pending_bytes"]:
+        if status["pending_ops"] or status["pending_bytes"] or status.get("parked"):
             seen_pending = True
             return False
         return seen_pending or written >= closed_ns + 2_500_000_000

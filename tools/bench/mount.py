@@ -452,7 +452,9 @@ class Device:
 
     def pending(self, since_ns: int) -> int | None:
         status = self.status(since_ns)
-        return None if status is None else int(str(status["pending_ops"]))
+        if status is None:
+            return None
+        return int(str(status["pending_ops"])) + int(str(status.get("parked", 0)))
 
     def log_tail(self) -> str:
         try:
