@@ -56,8 +56,12 @@ def test_a_deadlock_postgres_breaks_is_run_again_and_both_transactions_commit_on
         thread.start()
     for thread in threads:
         thread.join(30)
-    # PostgreSQL aborted one of the two; it ran again after the other committed.
-    assert sorted(calls.values()) == [1, 2]
+    # PostgreSQL aborted one of the two and it ran again. (A retry may meet the other
+    # in a deadlock once more, when it takes the first row before the other's waiting
+    # update does: then one of them runs a further time.) The values say each
+    # transaction's updates were applied exactly once.
+    assert max(calls.values()) >= 2, calls
+    assert all(1 <= n <= database.ATTEMPTS for n in calls.values()), calls
     with db.transaction(False) as tx:
         rows = tx.execute("SELECT key, value FROM meta WHERE key IN ('a', 'b')")
     values: dict[str, str] = dict(rows)
