@@ -40,20 +40,9 @@ RESEAL = 5.0
 class FileHandlers(MountCore):
     async def _truncate(self, entry: Entry, size: int) -> None:
         async with self.stager.lock(entry["id"]):
-            await self._keep_parked(entry["id"], size)
             staged = self.stager.stage(await self._current(entry), truncate=size == 0)
             self.stager.resize(staged, size)
             await self._unstage(entry["id"])
-
-    async def _keep_parked(self, entry_id: str, size: int) -> None:
-        """A parked file's staging file is all a crash leaves of what its close
-        promised: a truncate below the size parked would lose promised bytes, so it
-        seals them first (the caller holds the entry's lock). A write over them is
-        no loss: after a crash the file shows the newer bytes there, as a local file
-        system does."""
-        staged = self.stager.staged.get(entry_id)
-        if staged is not None and staged.record is not None and size < staged.parked_size:
-            await self._seal(entry_id)
 
     async def _current(self, entry: Entry) -> Entry:
         with self.cache.read() as txn:
@@ -196,8 +185,6 @@ class FileHandlers(MountCore):
             staged.opens += 1
         elif writable:
             async with self.stager.lock(entry["id"]):
-                if flags & os.O_TRUNC:
-                    await self._keep_parked(entry["id"], 0)
                 current = await self._current(entry)
                 if flags & os.O_APPEND and not flags & os.O_TRUNC and current.get("blocks"):
                     # Its first seal cuts the last chunk again: fail now, not at close.
@@ -250,6 +237,7 @@ class FileHandlers(MountCore):
         staged = self.stager.staged.get(handle.entry_id)
         if staged is None or not handle.writable:
             raise fail(errno.EBADF)
+        self.stager.parking.preserve(staged, off, off + len(buf))
         written = staged.file.pwrite(buf, off)
         staged.wrote(off, off + written)
         if staged.overlay.crowded:  # many scattered writes: whole chunks, fewer ranges

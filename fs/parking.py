@@ -15,6 +15,7 @@ Files in the staging directory:
 |---|---|
 | ``<token>.data`` | the staging file itself (its ``O_TMPFILE`` inode, linked here) |
 | ``<token>.<seq>.park`` | a park record, CBOR (below); the highest ``seq`` is the one |
+| ``<token>.<seq>.undo`` | the record's undo log (below) |
 | ``*.tmp`` | a record being written (renamed into place when whole) |
 
 A park record (version 1) holds what a seal needs besides the staging file's bytes:
@@ -28,11 +29,20 @@ A park record (version 1) holds what a seal needs besides the staging file's byt
 | ``dirty`` | list of [lo, hi] or null | what changed since ``base`` (``Recut``) |
 | ``size``, ``mtime`` | int, int | the file's size and time when parked |
 
+A parked file stays open to programs: a write or a truncate may change bytes its
+record takes from the staging file before the seal comes. Each such byte is first
+copied, once, into the record's *undo log* (``preserve``: entries of an offset and a
+length, 8 bytes each, big-endian, then the bytes, copied with ``copy_file_range``, no
+copy through Python; a hole of the staging file is an entry alone, its length's top
+bit set: zeros), and a mount that starts puts them back before it seals, so a crash
+finds exactly what the close promised, never a later write.
+
 Durability, the same as a sealed close's: when ``close`` returns, the staging file's
 bytes and the record are in the kernel's page cache (they survive ``kill -9`` of the
-mount at once), and the mount's once-a-second flush fsyncs the records and staging
-files parked since the last one, then LMDB (``sync``): a power cut loses at most the
-last second. A mount that starts seals the parked files it finds (``recover``).
+mount at once), and the mount's once-a-second flush fsyncs the undo logs, then the
+staging files and records written since the last one, then LMDB (``sync``): a power
+cut loses at most the last second. A mount that starts seals the parked files it
+finds (``recover``).
 
 A record is *obsolete* once a seal covers it: the seal's LMDB transaction stores
 ``sealed:<token>`` = the record's seq (``SEALED``), and the files no longer needed are
@@ -43,9 +53,11 @@ a record at or below the stored seq: ``recover`` removes it.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import secrets
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -63,6 +75,11 @@ IDLE = 0.2
 """Seconds a parked file is left alone before it is sealed."""
 LATEST = 1.0
 """Seconds after the first close no seal covers, at most, before the seal."""
+UNDO = struct.Struct(">QQ")
+ZERO_BLOCK = 1024 * 1024
+"""An undo log entry's head: the offset and the length of the bytes that follow."""
+ZEROS = 1 << 63
+"""Set in an undo entry's length: the bytes were a hole (zeros), none follow."""
 SEALED = "sealed:"
 """LMDB meta key prefix: ``sealed:<token>`` is the seq of the last record a seal covered."""
 VERSION = 1
@@ -119,6 +136,9 @@ class Parking:
     def data_path(self, token: str) -> Path:
         return self.root / f"{token}.data"
 
+    def undo_path(self, token: str, seq: int) -> Path:
+        return self.root / f"{token}.{seq}.undo"
+
     def park(self, staged: Staged, entry_id: str, now: float) -> bool:
         """Make what is written to ``staged`` durable without a seal, and say when to
         seal it (``staged.due``); False where the staging file cannot be named (the
@@ -130,16 +150,19 @@ class Parking:
                 if not staged.file.link(self.data_path(token)):
                     return False
                 staged.token = token
+            self._drop_undo(staged, retire=True)  # the new record starts afresh
             staged.seq += 1
+            own = _changed_own(staged)
             path = self.write(Record(
                 entry=entry_id, token=staged.token, seq=staged.seq, base=staged.base,
-                limit=staged.overlay.limit, ranges=staged.overlay.ranges, dirty=staged.dirty,
+                limit=own.limit, ranges=own.ranges, dirty=staged.dirty,
                 size=staged.file.size(), mtime=staged.mtime,
             ))
             if staged.record is not None:
                 self.retire(staged.record)  # the new one says all it did, and more
             staged.record, staged.unparked = path, False
             staged.parked_size = staged.file.size()
+            staged.saved = _base_bytes(own, staged.parked_size)
         if staged.parked_since is None:
             staged.parked_since = now
         staged.due = min(staged.parked_since + LATEST, now + IDLE)
@@ -153,15 +176,53 @@ class Parking:
 
     def sealed(self, staged: Staged) -> None:
         """A seal (with ``covered``) made the parked content a version."""
+        self._drop_undo(staged, retire=True)
         if staged.record is not None:
             self.retire(staged.record)
         staged.record = staged.parked_since = staged.due = None
+        staged.saved = None
+
+    def preserve(self, staged: Staged, lo: int, hi: int) -> None:
+        """Bytes ``[lo, hi)`` of a parked file's staging file are about to change (a
+        write, a truncate): copy those its record takes from the staging file, and
+        not copied yet, into its undo log first (on the event loop, before the
+        change: a kill between the two finds them both as they were)."""
+        if staged.saved is None or staged.token is None:
+            return
+        parts = staged.saved.gaps(lo, hi)
+        if not parts:
+            return
+        path = self.undo_path(staged.token, staged.seq)
+        if staged.undo is None:
+            staged.undo = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            staged.undo_end = 0
+        source = staged.file.fileno()
+        for a, b in parts:
+            for lo, hi, data in _extents(source, a, b):
+                if data:
+                    os.pwrite(staged.undo, UNDO.pack(lo, hi - lo), staged.undo_end)
+                    _copy(source, lo, staged.undo, staged.undo_end + UNDO.size, hi - lo)
+                    staged.undo_end += UNDO.size + hi - lo
+                else:  # a hole (an extension never written): zeros, nothing to copy
+                    os.pwrite(staged.undo, UNDO.pack(lo, ZEROS | hi - lo), staged.undo_end)
+                    staged.undo_end += UNDO.size
+            staged.saved.filled(a, b)
+        self._unsynced.add(path)
+
+    def _drop_undo(self, staged: Staged, retire: bool) -> None:
+        if staged.undo is not None:
+            os.close(staged.undo)
+            staged.undo = None
+        if retire and staged.token is not None and staged.record is not None:
+            self.retire(self.undo_path(staged.token, staged.seq))
 
     def release(self, staged: Staged, keep_parked: bool = False) -> None:
         """The staging file is closed: its files go, unless ``keep_parked`` and it
         holds parked content no seal has covered (the mount is stopping and could not
         seal it: the next one does)."""
-        if keep_parked and staged.record is not None and staged.modified:
+        kept = keep_parked and staged.record is not None and staged.modified
+        self._drop_undo(staged, retire=not kept)
+        if kept:
             return
         if staged.record is not None:
             self.retire(staged.record)
@@ -172,7 +233,12 @@ class Parking:
         """The ``Staged`` of a parked file an earlier mount left (``recover``)."""
         fd = os.open(self.data_path(record.token), os.O_RDWR)
         file = StagingFile.adopt(self.root, budget, fd)
-        file.truncate(record.size)  # a kill may have come after a truncate not closed
+        undo = self.undo_path(record.token, record.seq)
+        if undo.exists():  # what changed since the close goes back as it was
+            _undo(undo, fd)
+            os.fsync(fd)
+            undo.unlink()
+        file.truncate(record.size)  # a kill may have come after an extension
         staged = Staged(file, record.base, modified=True, mtime=record.mtime,
                         dirty=record.dirty)
         staged.overlay = Overlay(record.limit)
@@ -210,7 +276,8 @@ class Parking:
         """Make every record written and every staging file parked since the last call
         durable (blocking: the housekeeping thread, before LMDB's flush)."""
         paths, self._unsynced = self._unsynced, set()
-        for path in paths:
+        # Undo logs before the staging files whose old bytes they hold.
+        for path in sorted(paths, key=lambda p: p.suffix != ".undo"):
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
@@ -253,6 +320,7 @@ class Parking:
                 newest[token] = record
         keep = {self.data_path(r.token) for r in newest.values()}
         keep |= {self.root / f"{r.token}.{r.seq}.park" for r in newest.values()}
+        keep |= {self.undo_path(r.token, r.seq) for r in newest.values()}
         for path in self.root.iterdir():
             if path not in keep:
                 path.unlink(missing_ok=True)
@@ -271,3 +339,79 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _changed_own(staged: Staged) -> Overlay:
+    """Which bytes a record takes from the staging file: those it holds that changed
+    since the base (``dirty``; every other byte equals the base's, held or not), and
+    all from the overlay's limit on."""
+    own = Overlay(staged.overlay.limit)
+    ranges = staged.overlay.ranges
+    for lo, hi in staged.dirty or []:
+        at = bisect.bisect_right(ranges, (lo, lo)) - 1
+        for rlo, rhi in ranges[max(at, 0):]:
+            if rlo >= hi:
+                break
+            own.filled(max(lo, rlo), min(hi, rhi))
+    return own
+
+
+def _base_bytes(overlay: Overlay, size: int) -> Overlay:
+    """What ``preserve`` need not copy of a file just parked: the bytes its record
+    takes from the base version (the overlay's gaps), as filled ranges of an
+    overlay of ``size`` bytes; the rest is to copy before it changes."""
+    saved = Overlay(size)
+    for lo, hi in overlay.gaps(0, size):
+        saved.filled(lo, hi)
+    return saved
+
+
+def _copy(source: int, at: int, target: int, to: int, length: int) -> None:
+    """``length`` bytes of ``source`` from ``at`` into ``target`` at ``to``, in the
+    kernel; zeros for what lies past the end of ``source``."""
+    while length:
+        done = os.copy_file_range(source, target, length, at, to)
+        if done == 0:
+            os.pwrite(target, bytes(length), to)
+            return
+        at, to, length = at + done, to + done, length - done
+
+
+def _undo(path: Path, fd: int) -> None:
+    """Put the bytes an undo log holds back into the staging file ``fd``; a last
+    entry cut short by a kill is left out (the change it preceded never came)."""
+    with open(path, "rb") as log:
+        size = os.fstat(log.fileno()).st_size
+        at = 0
+        while at + UNDO.size <= size:
+            offset, length = UNDO.unpack(os.pread(log.fileno(), UNDO.size, at))
+            if length & ZEROS:
+                length &= ~ZEROS
+                for lo in range(offset, offset + length, ZERO_BLOCK):
+                    os.pwrite(fd, bytes(min(ZERO_BLOCK, offset + length - lo)), lo)
+                at += UNDO.size
+                continue
+            if at + UNDO.size + length > size:
+                break
+            _copy(log.fileno(), at + UNDO.size, fd, offset, length)
+            at += UNDO.size + length
+
+
+def _extents(fd: int, lo: int, hi: int) -> list[tuple[int, int, bool]]:
+    """``[lo, hi)`` of ``fd`` as runs of data (True) and holes (False), from
+    ``SEEK_DATA``/``SEEK_HOLE``; past the end of the file is a hole."""
+    out: list[tuple[int, int, bool]] = []
+    at = lo
+    while at < hi:
+        try:
+            data = os.lseek(fd, at, os.SEEK_DATA)
+        except OSError:  # ENXIO: no data from here on
+            data = hi
+        if data > at:
+            out.append((at, min(data, hi), False))
+            at = min(data, hi)
+            continue
+        end = min(os.lseek(fd, at, os.SEEK_HOLE), hi)
+        out.append((at, end, True))
+        at = end
+    return out

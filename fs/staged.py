@@ -46,6 +46,12 @@ class Staged:
     """Its park record no seal has covered yet; None: nothing parked."""
     parked_size: int = 0
     """The size that record gives."""
+    saved: Overlay | None = None
+    """Which of its bytes a change need not copy into the undo log first (the base's,
+    and those copied already); None: nothing parked."""
+    undo: int | None = None
+    """The record's undo log, open once something was copied into it."""
+    undo_end: int = 0
     unparked: bool = True
     """Changed since its last park record."""
     parked_since: float | None = None

@@ -146,6 +146,8 @@ class Stager:
 
     def resize(self, staged: Staged, size: int) -> None:
         before = staged.file.size()
+        if size < before:
+            self.parking.preserve(staged, size, before)
         staged.file.truncate(size)
         staged.resized(before, size)
 

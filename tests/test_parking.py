@@ -209,3 +209,49 @@ async def test_a_parked_record_is_durable_before_the_one_it_replaces_goes(
     assert Record.decode(staged.token or "", 2, (root / f"{staged.token}.2.park").read_bytes()
                          ).dirty == [(5, 15), (20, 30)]
     staged.file.close()
+
+
+def test_changes_after_a_park_are_undone_by_recovery(tmp_path: Path) -> None:
+    """Writes over a parked file's own bytes, a truncate below its parked size and an
+    extension after it: each copies the bytes the record takes from the staging file
+    into the undo log first, once, and recovery puts exactly the parked content back
+    (a kill cut the last undo entry short: it is left out, and so was its change)."""
+    root = tmp_path / "staging"
+    root.mkdir()
+    parking = Parking(root)
+    staged = parked(root, Budget(), 2 * MiB)  # b"x" * 10 at 5, the rest the base's
+    staged.file.truncate(3 * MiB)  # grown past the base: its own bytes (zeros) too
+    staged.resized(2 * MiB, 3 * MiB)
+    staged.file.pwrite(b"t" * 100, 3 * MiB - 100)
+    staged.wrote(3 * MiB - 100, 3 * MiB)
+    assert parking.park(staged, "e1", 0.0)
+    closed = staged.file.pread(3 * MiB, 0)
+
+    def write(data: bytes, at: int) -> None:
+        parking.preserve(staged, at, at + len(data))
+        staged.file.pwrite(data, at)
+        staged.wrote(at, at + len(data))
+
+    write(b"new!", 8)  # over own bytes: saved
+    write(b"base", 1000)  # over the base's: nothing to save
+    write(b"again", 8)  # saved already but its last byte: that one alone
+    parking.preserve(staged, MiB, 3 * MiB)  # a truncate to 1 MiB
+    staged.file.truncate(MiB)
+    staged.file.truncate(4 * MiB)
+    write(b"late", 3 * MiB - 50)
+    undo = root / f"{staged.token}.1.undo"
+    # Own bytes only, once each: [8, 12), [12, 13), and [2 MiB, 3 MiB) past the base,
+    # a hole (an entry alone) but for the page written at its end (4 KiB copied).
+    assert undo.stat().st_size == 4 * 16 + 4 + 1 + 4096
+    with open(undo, "ab") as f:
+        f.write(bytes(16)[:12])  # a kill in the middle of the next entry's head
+    staged.file.close()
+    assert staged.undo is not None
+    os.close(staged.undo)
+    (record,) = Parking(root).recover({})
+    again = Parking(root).restore(record, Budget())
+    assert again.file.size() == 3 * MiB
+    assert again.file.pread(3 * MiB, 0)[:1000] == closed[:1000]
+    assert again.file.pread(200, 3 * MiB - 200) == closed[-200:]
+    assert not undo.exists()  # put back, made durable, removed
+    again.file.close()

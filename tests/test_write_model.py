@@ -31,13 +31,14 @@ refills the file under the workload's open fd, then closes, and a shared ``mmap`
 patched and ``msync``'d. After the sequence, once the device has synced, the server
 and a second device of the same user hold exactly the model's files (no name more).
 
-``test_kill_9_keeps_what_the_last_fsync_or_close_promised`` edits one large file (3
-to ~22 MiB) with ``fsync`` and close now and then, kills the mount with ``SIGKILL`` at
+``test_kill_9_keeps_exactly_what_the_last_fsync_or_close_promised`` edits one large
+file (3 to ~22 MiB) with ``fsync`` and close now and then, kills the mount with ``SIGKILL`` at
 random moments between calls (unsynced edits pending or not), mounts again, and
-requires what the last ``fsync`` or close that returned promised (``Promise``):
-after an ``fsync`` exactly its content (its version survives, and no write after it
-is sealed before the next one); after a close, which parks the file, its content
-except where it was written or cut since. Then the server holds the final content.
+requires exactly the content of the last ``fsync`` or close that returned: an
+``fsync`` promises its version survives, and no write after it is sealed before the
+next one; a close of this large file parks it (``fs.parking``), and nothing written
+or cut after the close may show (the undo log puts the parked bytes back). Then the
+server holds the final content.
 
 Each test prints its seed and names it in every assertion; ``LOFT_WRITE_SEED=N``
 replays it. Assertions show sizes and SHA-256 digests, the first differing offset,
@@ -71,9 +72,9 @@ MiB = 1 << 20
 STEPS = 1200
 """Random operations in the model test (about a third of them seal a file)."""
 KILLS = 8
+"""Mount kills in the kill test."""
 PARKED_SEAL = 20.0
 """Seconds a large file closed may take to be sealed (it is parked, ``fs.parking``)."""
-"""Mount kills in the kill test."""
 SYNC = 90.0
 """Seconds for a device to push every version to the server, and for a second device
 to show them, on a shared two-core machine."""
@@ -583,7 +584,7 @@ def test_random_writes_match_the_model_at_every_seal_and_on_a_second_device(
     )
 
 
-def test_kill_9_keeps_what_the_last_fsync_or_close_promised(new_mount: NewMount) -> None:
+def test_kill_9_keeps_exactly_what_the_last_fsync_or_close_promised(new_mount: NewMount) -> None:
     started = time.monotonic()
     the_seed = seed()
     print(f"write model kill seed {the_seed} (LOFT_WRITE_SEED={the_seed} replays it)")
@@ -601,9 +602,9 @@ def test_kill_9_keeps_what_the_last_fsync_or_close_promised(new_mount: NewMount)
             f.model.extend(data)
             work.note(f, f"write {len(data)}")
             work.fsync(f)
-            promise = Promise(bytes(f.model), "fsync")
+            promised = bytes(f.model)
             for kill in range(1, KILLS + 1):
-                edit_and_promise(work, f, promise)
+                promised = edit_and_promise(work, f, promised)
                 if f.fd is not None:  # edits nobody promised (maybe none), then the kill
                     for _ in range(rng.randint(0, 3)):
                         work.step += 1
@@ -611,14 +612,13 @@ def test_kill_9_keeps_what_the_last_fsync_or_close_promised(new_mount: NewMount)
                             work.write(f)
                         else:
                             work.ftruncate(f)
-                        promise.since.append(bytes(f.model))
                 work.step += 1
                 work.note(f, f"kill -9 of the mount ({kill} of {KILLS})")
                 kill_9(mount_pid(a.device))
                 release([f])
                 detach_killed(a.path)
                 mount(a.device, a.path)
-                f.model = bytearray(promise.recovered(read_fresh(f.path)))
+                f.model = bytearray(promised)  # exactly what the last fsync or close promised
                 work.check(f, f"kill -9 and remount {kill}")
                 names = os.listdir(a.path)
                 assert names == [shape.name], f"seed {the_seed}: after kill {kill}: {names}"
@@ -641,50 +641,9 @@ def test_kill_9_keeps_what_the_last_fsync_or_close_promised(new_mount: NewMount)
     )
 
 
-@dataclass
-class Promise:
-    """What the last ``fsync`` or close that returned promised, and every state the
-    file went through since (``since``, after each operation).
-
-    After ``kill -9`` of the mount, an ``fsync`` promised exactly its content: the
-    sealed version, and no write after it is sealed before the next one. A close of a
-    large file parks it (``fs.parking``): its staging file is what survives, so the
-    bytes written or cut since may show their newer state there, as after a crash of
-    a local file system; every other byte is the promised one, and the size is one
-    the file had (a truncate below the size parked seals first)."""
-
-    content: bytes
-    by: str
-    since: list[bytes] = field(default_factory=list)
-
-    def made(self, content: bytes, by: str) -> None:
-        self.content, self.by, self.since = content, by, []
-
-    def recovered(self, got: bytes) -> bytes:
-        """The model to check the remounted file against: the promised content, with
-        the blocks changed since (``TOUCH`` bytes each) as ``got`` shows them, if the
-        promise allows that and ``got``'s size; else the promised content (the check
-        fails then, showing the difference)."""
-        if self.by == "fsync" or len(got) not in {len(s) for s in [self.content, *self.since]}:
-            return self.content
-        touched = set()
-        for state in self.since:
-            for block in range(0, max(len(state), len(self.content)), TOUCH):
-                if state[block : block + TOUCH] != self.content[block : block + TOUCH]:
-                    touched.add(block)
-        model = bytearray(self.content[: len(got)].ljust(len(got), b"\0"))
-        for block in touched:
-            model[block : block + TOUCH] = got[block : block + TOUCH]
-        return bytes(model[: len(got)])
-
-
-TOUCH = 4096
-"""Bytes per block in which ``Promise`` tells changed from unchanged."""
-
-
-def edit_and_promise(work: Workload, f: Workfile, promise: Promise) -> None:
-    """A few writes and truncates, with ``fsync`` and close now and then; ``promise``
-    says what the last of those that returned promised, and what came after."""
+def edit_and_promise(work: Workload, f: Workfile, promised: bytes) -> bytes:
+    """A few writes and truncates, with ``fsync`` and close now and then; what the last
+    of those that returned promised."""
     rng = work.rng
     for _ in range(rng.randint(4, 12)):
         work.step += 1
@@ -703,6 +662,5 @@ def edit_and_promise(work: Workload, f: Workfile, promise: Promise) -> None:
                 work.fsync(f)
             else:
                 work.close(f)
-            promise.made(bytes(f.model), op)
-            continue
-        promise.since.append(bytes(f.model))
+            promised = bytes(f.model)
+    return promised
