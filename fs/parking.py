@@ -57,7 +57,6 @@ import bisect
 import logging
 import os
 import secrets
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -68,6 +67,8 @@ from cache.records import Entry
 from fs.overlay import Overlay
 from fs.staged import Staged
 from fs.stagefile import Budget, StagingFile
+from fs.undolog import UNDO, ZEROS, copy, extents
+from fs.undolog import undo as undo_into
 
 log = logging.getLogger("loft.fs")
 
@@ -75,11 +76,6 @@ IDLE = 0.2
 """Seconds a parked file is left alone before it is sealed."""
 LATEST = 1.0
 """Seconds after the first close no seal covers, at most, before the seal."""
-UNDO = struct.Struct(">QQ")
-ZERO_BLOCK = 1024 * 1024
-"""An undo log entry's head: the offset and the length of the bytes that follow."""
-ZEROS = 1 << 63
-"""Set in an undo entry's length: the bytes were a hole (zeros), none follow."""
 SEALED = "sealed:"
 """LMDB meta key prefix: ``sealed:<token>`` is the seq of the last record a seal covered."""
 VERSION = 1
@@ -198,10 +194,10 @@ class Parking:
             staged.undo_end = 0
         source = staged.file.fileno()
         for a, b in parts:
-            for lo, hi, data in _extents(source, a, b):
+            for lo, hi, data in extents(source, a, b):
                 if data:
                     os.pwrite(staged.undo, UNDO.pack(lo, hi - lo), staged.undo_end)
-                    _copy(source, lo, staged.undo, staged.undo_end + UNDO.size, hi - lo)
+                    copy(source, lo, staged.undo, staged.undo_end + UNDO.size, hi - lo)
                     staged.undo_end += UNDO.size + hi - lo
                 else:  # a hole (an extension never written): zeros, nothing to copy
                     os.pwrite(staged.undo, UNDO.pack(lo, ZEROS | hi - lo), staged.undo_end)
@@ -235,7 +231,7 @@ class Parking:
         file = StagingFile.adopt(self.root, budget, fd)
         undo = self.undo_path(record.token, record.seq)
         if undo.exists():  # what changed since the close goes back as it was
-            _undo(undo, fd)
+            undo_into(undo, fd)
             os.fsync(fd)
             undo.unlink()
         file.truncate(record.size)  # a kill may have come after an extension
@@ -365,53 +361,3 @@ def _base_bytes(overlay: Overlay, size: int) -> Overlay:
         saved.filled(lo, hi)
     return saved
 
-
-def _copy(source: int, at: int, target: int, to: int, length: int) -> None:
-    """``length`` bytes of ``source`` from ``at`` into ``target`` at ``to``, in the
-    kernel; zeros for what lies past the end of ``source``."""
-    while length:
-        done = os.copy_file_range(source, target, length, at, to)
-        if done == 0:
-            os.pwrite(target, bytes(length), to)
-            return
-        at, to, length = at + done, to + done, length - done
-
-
-def _undo(path: Path, fd: int) -> None:
-    """Put the bytes an undo log holds back into the staging file ``fd``; a last
-    entry cut short by a kill is left out (the change it preceded never came)."""
-    with open(path, "rb") as log:
-        size = os.fstat(log.fileno()).st_size
-        at = 0
-        while at + UNDO.size <= size:
-            offset, length = UNDO.unpack(os.pread(log.fileno(), UNDO.size, at))
-            if length & ZEROS:
-                length &= ~ZEROS
-                for lo in range(offset, offset + length, ZERO_BLOCK):
-                    os.pwrite(fd, bytes(min(ZERO_BLOCK, offset + length - lo)), lo)
-                at += UNDO.size
-                continue
-            if at + UNDO.size + length > size:
-                break
-            _copy(log.fileno(), at + UNDO.size, fd, offset, length)
-            at += UNDO.size + length
-
-
-def _extents(fd: int, lo: int, hi: int) -> list[tuple[int, int, bool]]:
-    """``[lo, hi)`` of ``fd`` as runs of data (True) and holes (False), from
-    ``SEEK_DATA``/``SEEK_HOLE``; past the end of the file is a hole."""
-    out: list[tuple[int, int, bool]] = []
-    at = lo
-    while at < hi:
-        try:
-            data = os.lseek(fd, at, os.SEEK_DATA)
-        except OSError:  # ENXIO: no data from here on
-            data = hi
-        if data > at:
-            out.append((at, min(data, hi), False))
-            at = min(data, hi)
-            continue
-        end = min(os.lseek(fd, at, os.SEEK_HOLE), hi)
-        out.append((at, end, True))
-        at = end
-    return out
