@@ -402,6 +402,22 @@ async def test_each_operation_applies_under_its_own_seq(store: MetadataStore) ->
     }
     assert await store.head(user, ns) == 6
 
+async def test_a_setattr_that_changes_nothing_makes_no_version(store: MetadataStore) -> None:
+    """A chmod and its undo, folded offline into one setattr of the mode the entry has
+    already, names the current version instead of repeating it."""
+    user, ns = new_user(store)
+    f = p.new_id()
+    await store.commit(user, "dev", ns, [op_create(f, p.ROOT_ID, "f")])
+    before = await live_tree(store, user, ns)
+    answer = await store.commit(user, "dev", ns, [op("setattr", f, 1, mode=0o644, mtime=1_000)])
+    assert answer["results"] == [{"entry": f, "rev": 1}]
+    assert await live_tree(store, user, ns) == before
+    assert await store.head(user, ns) == 1
+    answer = await store.commit(user, "dev", ns, [op("setattr", f, 1, mode=0o600)])
+    assert answer["results"] == [{"entry": f, "rev": 2}]
+    assert await store.head(user, ns) == 2
+
+
 
 @pytest.mark.parametrize("kind", ["update", "setattr", "rename", "delete"])
 async def test_a_stale_base_is_a_conflict_naming_the_current_entry(

@@ -278,12 +278,16 @@ def op_update(ctx: CommitContext, op: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def op_setattr(ctx: CommitContext, op: Mapping[str, Any]) -> dict[str, Any]:
+    """Change the mode or mtime; one that leaves both as they are (a chmod and its undo,
+    folded offline) is no new version: the result names the entry's current one."""
     entry = _current(ctx, op)
+    before = (entry["mode"], entry["mtime"])
     if "mode" in op:
         entry["mode"] = p.nonneg_int(op, "mode") & 0o7777
     if "mtime" in op:
         entry["mtime"] = p.nonneg_int(op, "mtime")
-    ctx.write(entry)
+    if (entry["mode"], entry["mtime"]) != before:
+        ctx.write(entry)
     return entry
 
 
