@@ -265,6 +265,12 @@ async def read_blocks(
     if ahead is not None:
         window = ahead.unasked(indices[-1] + 1, ahead.step(offset, size))
         fetcher.prefetch(blocks.ids[window.start : window.stop])
-    data = b"".join(pieces[i] for i in indices)
-    skip = offset - blocks.starts[indices[0]]
-    return data[skip : skip + size]
+    end = offset + size
+    if len(indices) == 1:
+        skip = offset - blocks.starts[indices[0]]
+        return pieces[indices[0]][skip : skip + size]
+    # A read across chunks: only the parts asked for are copied, not the whole chunks.
+    return b"".join(
+        memoryview(pieces[i])[max(offset - blocks.starts[i], 0) : end - blocks.starts[i]]
+        for i in indices
+    )

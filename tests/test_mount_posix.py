@@ -898,3 +898,19 @@ def test_remount_of_the_same_device_shows_the_same_tree_and_content(
     result = mount.device.run("mount", str(root))
     assert result.returncode == 0, result.stderr
     assert snapshot() == before
+
+
+def test_the_mount_reads_ahead_a_chunk_at_a_time_where_it_may(new_mount: NewMount) -> None:
+    """As root the mount raises the kernel's read-ahead for itself to 1 MiB (reads come
+    a chunk's mean size at a time); elsewhere the kernel's default stays."""
+    mount = new_mount()
+    st = os.stat(mount.path)
+    setting = Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb")
+    assert setting.read_text().strip() == ("1024" if os.geteuid() == 0 else "128")
+    data = random.Random(7).randbytes(9 * 1024 * 1024 + 5)
+    _write(mount.path / "big", data)
+    with open(mount.path / "big", "rb", buffering=0) as f:
+        pieces = []
+        while piece := f.read(3 * 1024 * 1024):
+            pieces.append(piece)
+    assert b"".join(pieces) == data
