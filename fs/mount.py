@@ -77,7 +77,11 @@ def _share_arenas() -> None:
 async def _answering(mountpoint: Path, ready: Callable[[], None]) -> None:
     """Beside the request loop: once the mount answers (a ``stat`` of its root, which
     waits for the kernel's handshake with it), set its read-ahead and call ``ready``."""
-    st = await trio.to_thread.run_sync(os.stat, mountpoint)
+    try:
+        st = await trio.to_thread.run_sync(os.stat, mountpoint)
+    except OSError as exc:  # unmounted at once, say: never ready
+        log.error("the mount at %s does not answer: %s", mountpoint, exc)
+        return
     await _set_read_ahead(st.st_dev)
     log.info("mounted at %s", mountpoint)
     ready()
