@@ -562,8 +562,11 @@ class Player:
                 continue
             self.log.append(f"  {side.name}: {op}")
             if side.tracked:
+                before = content(side.view, op.path)
                 op.apply(side.view)
-                if (made := op.made(side.view)) is not None:
+                # A truncate to the size a file has (or a write of what it holds) writes
+                # no new content: another device may replace that file as it was.
+                if (made := op.made(side.view)) is not None and made != before:
                     side.made.add(made)
 
         kept = self.kept(number, cut[kind])
