@@ -299,7 +299,10 @@ class Replica:
         return batch, found
 
     def acked(self, txn: Txn, batch: Batch, answer: dict[str, Any]) -> list[ViewChange]:
-        """The server applied ``batch``: its records wait for the feed to echo it."""
+        """The server applied ``batch``: its records wait for the feed to echo it. A
+        record folded into an earlier operation of the batch (``batching.merge``) has
+        nothing of its own to lay over the tree until then: it goes now, not written
+        back (a file fsync'd often makes many, each with the file's whole block list)."""
         results = answer["results"]
         last = 0
         moved: dict[str, tuple[tuple[str, str], Entry]] = {}
@@ -310,6 +313,9 @@ class Replica:
             if record is None:
                 continue
             covered.append(record)
+            if not indices:
+                self.cache.journal.drop(txn, seq)
+                continue
             asked = record["op"]
             for i in indices:
                 sent = batch["ops"][i]
