@@ -332,11 +332,13 @@ class Replica:
                     self.cache.journal.put(txn, seq, rewrite(record, batch["aliases"], moved))
         self.cache.env.meta_put(txn, "inflight", None)
         self.cache.release_chunks(txn, covered, batch["ops"])
-        # The feed may have brought the commit already, while it was being answered.
-        # The view stays as it is: the server applied exactly what its replay showed.
+        # The feed may have brought the commit already, while it was being answered (a
+        # reply lost and the commit sent again, say), and changes made after it
+        # elsewhere, which the batch in flight was laid over: the records it passed no
+        # longer hide them.
         cursor = self.cache.env.meta_get(txn, "cursor")
-        if cursor is not None:
-            self._drop_echoed(txn, cursor)
+        if cursor is not None and (echoed := self._drop_echoed(txn, cursor)):
+            return self.refresh(txn, echoed)
         return []
 
     def refused(self, txn: Txn, batch: Batch, index: int, why: str) -> list[ViewChange]:

@@ -273,6 +273,27 @@ def test_chunks_of_a_version_folded_into_a_later_one_wait_for_no_upload(cache: C
     clean(cache)
 
 
+def test_a_commit_echoed_before_its_answer_shows_what_came_after_it(cache: Cache) -> None:
+    """The feed brings the device's own commit, then another device's move of the same
+    file, while the commit's answer is still awaited (a reply lost, the commit sent
+    again): the batch in flight is laid over the move until the answer comes, and then
+    the view shows the file where the other device put it."""
+    dev = Device(cache)
+    dev.start([file(ids(7), "f", B1, 1)], 1)
+    dev.rename(ids(7), p.ROOT_ID, "g")
+    with cache.env.write() as txn:
+        batch, _ = dev.replica.build_batch(txn)
+        assert batch is not None
+    dev.remote([file(ids(7), "g", B1, 2), file(ids(7), "h", B1, 3)], 3)
+    assert dev.names() == {"g": B1}  # as sent: the answer may still refuse it
+    with cache.env.write() as txn:
+        changes = dev.replica.acked(txn, batch, {"seq": 2, "results": [{"rev": 2}]})
+        assert cache.journal.size(txn) == 0
+    assert [c.entry_id for c in changes] == [ids(7)]
+    assert dev.names() == {"h": B1}
+    clean(cache)
+
+
 def test_pending_chunks_no_change_names_are_released_at_start(cache: Cache) -> None:
     dev = Device(cache)
     dev.start([file(ids(7), "f", B1, 1)], 1)
