@@ -60,7 +60,7 @@ from backend import protocol as p
 from backend.chunking import StreamCutter
 from backend.errors import BadRequest, Forbidden, NotFound
 from backend.server.blocks import BlockStore, unseal
-from backend.server.commit import CommitContext
+from backend.server.commit_context import CommitContext
 from backend.server.database import Tx, run
 from backend.server.files_past import past_child, past_children, versions_of
 from backend.server.files_tree import (

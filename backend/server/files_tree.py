@@ -10,7 +10,7 @@ from typing import Any
 from backend import protocol as p
 from backend.errors import BadRequest, Forbidden
 from backend.server import history
-from backend.server.commit import CommitContext
+from backend.server.commit_context import CommitContext
 from backend.server.database import Tx
 from backend.server.journal import WRITE_ROLES
 from backend.server.rows import ENTRY_COLUMNS, entry_from_row

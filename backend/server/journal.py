@@ -19,7 +19,8 @@ from typing import Any
 from backend import protocol as p
 from backend.errors import BadRequest, Forbidden, NotFound
 from backend.server import quota
-from backend.server.commit import CommitContext, apply_commit
+from backend.server.commit import apply_commit
+from backend.server.commit_context import CommitContext
 from backend.server.database import Tx
 
 WRITE_ROLES = ("owner", "editor")

@@ -40,7 +40,7 @@ from backend.errors import NotFound
 from backend.server import links
 from backend.server.accounts_api import throttled
 from backend.server.auth import verify_password
-from backend.server.commit import CommitContext
+from backend.server.commit_context import CommitContext
 from backend.server.database import Tx
 from backend.server.files import Node
 from backend.server.http import state_of
