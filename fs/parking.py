@@ -157,8 +157,7 @@ class Parking:
             if staged.record is not None:
                 self.retire(staged.record)  # the new one says all it did, and more
             staged.record, staged.unparked = path, False
-            staged.parked_size = staged.file.size()
-            staged.saved = _base_bytes(own, staged.parked_size)
+            staged.saved = _base_bytes(own, staged.file.size())
         if staged.parked_since is None:
             staged.parked_since = now
         staged.due = min(staged.parked_since + LATEST, now + IDLE)
@@ -241,7 +240,7 @@ class Parking:
         for lo, hi in record.ranges:
             staged.overlay.filled(lo, hi)
         staged.token, staged.seq, staged.unparked = record.token, record.seq, False
-        staged.parked_size = record.size
+        staged.saved = _base_bytes(staged.overlay, record.size)  # written again: undo
         staged.record = self.root / f"{record.token}.{record.seq}.park"
         return staged
 

@@ -44,8 +44,6 @@ class Staged:
     """The seq of its last park record."""
     record: Path | None = None
     """Its park record no seal has covered yet; None: nothing parked."""
-    parked_size: int = 0
-    """The size that record gives."""
     saved: Overlay | None = None
     """Which of its bytes a change need not copy into the undo log first (the base's,
     and those copied already); None: nothing parked."""

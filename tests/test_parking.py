@@ -254,4 +254,16 @@ def test_changes_after_a_park_are_undone_by_recovery(tmp_path: Path) -> None:
     assert again.file.pread(3 * MiB, 0)[:1000] == closed[:1000]
     assert again.file.pread(200, 3 * MiB - 200) == closed[-200:]
     assert not undo.exists()  # put back, made durable, removed
+    # Restored and written again before its seal (a program opened it): the write is
+    # undone by the next recovery as well.
+    restored = Parking(root)
+    restored.preserve(again, 8, 12)
+    again.file.pwrite(b"more", 8)
+    again.wrote(8, 12)
     again.file.close()
+    assert again.undo is not None
+    os.close(again.undo)
+    (record,) = Parking(root).recover({})
+    third = Parking(root).restore(record, Budget())
+    assert third.file.pread(3 * MiB, 0)[:1000] == closed[:1000]
+    third.file.close()
