@@ -26,9 +26,15 @@ def copy(source: int, at: int, target: int, to: int, length: int) -> None:
     while length:
         done = os.copy_file_range(source, target, length, at, to)
         if done == 0:
-            os.pwrite(target, bytes(length), to)
+            zeros(target, to, length)
             return
         at, to, length = at + done, to + done, length - done
+
+
+def zeros(fd: int, at: int, length: int) -> None:
+    """Write ``length`` zero bytes into ``fd`` at ``at``, ``ZERO_BLOCK`` at a time."""
+    for lo in range(at, at + length, ZERO_BLOCK):
+        os.pwrite(fd, bytes(min(ZERO_BLOCK, at + length - lo)), lo)
 
 
 def undo(path: Path, fd: int) -> None:
@@ -40,9 +46,7 @@ def undo(path: Path, fd: int) -> None:
         while at + UNDO.size <= size:
             offset, length = UNDO.unpack(os.pread(log.fileno(), UNDO.size, at))
             if length & ZEROS:
-                length &= ~ZEROS
-                for lo in range(offset, offset + length, ZERO_BLOCK):
-                    os.pwrite(fd, bytes(min(ZERO_BLOCK, offset + length - lo)), lo)
+                zeros(fd, offset, length & ~ZEROS)
                 at += UNDO.size
                 continue
             if at + UNDO.size + length > size:
