@@ -39,7 +39,8 @@ local change, as the user made it, with what it was based on:
                         acknowledged; the record is dropped when the changes feed
                         passes it
     effect list         once acked: ``[[wire op, rev], ...]``, exactly what the
-                        server applied for it
+                        server applied for it; from then on ``snap`` is null, ``anc``
+                        empty and ``op`` keeps no ``blocks`` (the effect carries them)
     ====== ============ =============================================================
 
 ``Batch`` (``meta`` key ``inflight``): the commit in flight, kept so that it is sent

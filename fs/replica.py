@@ -86,6 +86,15 @@ def touched(record: Record) -> set[str]:
     return ids
 
 
+def _settled(record: Record, position: Position, effect: list[list[Any]]) -> Record:
+    """An acknowledged record as it waits for its echo: from then on only its
+    ``effect`` is laid over the tree and only the ids it touches are read, so the
+    snapshot and the operation's block list (a large file's, twice over) are left out."""
+    op = {k: v for k, v in record["op"].items() if k != "blocks"}
+    return Record(op=op, snap=None, victim=record["victim"], anc=[], time=record["time"],
+                  tries=record["tries"], acked=position, effect=effect)
+
+
 class Replica:
     def __init__(self, cache: Cache, device: str) -> None:
         self.cache = cache
@@ -323,9 +332,8 @@ class Replica:
                     place = (asked["parent"], asked["name"])
                     if (sent["parent"], sent["name"]) != place:
                         moved[sent["entry"]] = (place, sent)
-            record["acked"] = answer["seq"]
-            record["effect"] = [[batch["ops"][i], int(results[i]["rev"])] for i in indices]
-            self.cache.journal.put(txn, seq, record)
+            effect = [[batch["ops"][i], int(results[i]["rev"])] for i in indices]
+            self.cache.journal.put(txn, seq, _settled(record, answer["seq"], effect))
         if batch["aliases"] or moved:
             for seq, record in list(self.cache.journal.records(txn)):
                 if seq > last:
