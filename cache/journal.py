@@ -27,12 +27,16 @@ class Journal:
         txn.put(Q.pack(seq), p.encode(record), db=self.db)
         return seq
 
-    def records(self, txn: Txn, limit: int | None = None) -> Iterator[tuple[int, Record]]:
-        """The records in order, oldest first."""
+    def records(
+        self, txn: Txn, limit: int | None = None, skip: int | None = None
+    ) -> Iterator[tuple[int, Record]]:
+        """The records in order, oldest first; ``skip``: a sequence not to read."""
         for count, (key, value) in enumerate(txn.cursor(db=self.db)):
             if limit is not None and count >= limit:
                 return
-            yield int(Q.unpack(bytes(key))[0]), p.decode(bytes(value))
+            seq = int(Q.unpack(bytes(key))[0])
+            if seq != skip:
+                yield seq, p.decode(bytes(value))
 
     def get(self, txn: Txn, seq: int) -> Record | None:
         raw = txn.get(Q.pack(seq), db=self.db)

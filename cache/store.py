@@ -178,10 +178,15 @@ class Cache:
         and those of the records ``done`` with (acknowledged, folded into a later
         version of their file, dropped, given up) that no unacknowledged record names."""
         uploaded = {b[0] for op in sent for b in op.get("blocks", [])}
-        unneeded = {b[0] for r in done for b in r["op"].get("blocks", [])} - uploaded
-        if unneeded:
-            unneeded -= self._named_chunks(txn)
-        self.chunks.release(txn, sorted(uploaded | unneeded))
+        self.chunks.release(txn, sorted(uploaded))
+        self.release_unnamed(txn, {b[0] for r in done for b in r["op"].get("blocks", [])}
+                             - uploaded)
+
+    def release_unnamed(self, txn: Txn, cids: set[str], skip: int | None = None) -> None:
+        """Of these chunks, those no unacknowledged record names wait for no upload;
+        ``skip``: a record known not to name them."""
+        if cids:
+            self.chunks.release(txn, sorted(cids - self._named_chunks(txn, skip)))
 
     def sweep_pending(self, txn: Txn) -> int:
         """At start: release the pending chunks no unacknowledged record names (a seal
@@ -191,9 +196,9 @@ class Cache:
         self.chunks.release(txn, stale)
         return len(stale)
 
-    def _named_chunks(self, txn: Txn) -> set[str]:
-        return {b[0] for _, record in self.journal.records(txn) if record["acked"] is None
-                for b in record["op"].get("blocks", [])}
+    def _named_chunks(self, txn: Txn, skip: int | None = None) -> set[str]:
+        return {b[0] for _, record in self.journal.records(txn, skip=skip)
+                if record["acked"] is None for b in record["op"].get("blocks", [])}
 
     def note_conflict(self, txn: Txn, note: ConflictNote) -> None:
         seq = int(self.env.meta_get(txn, "conflict_seq", 0)) + 1

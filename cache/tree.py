@@ -78,6 +78,11 @@ class Tree:
             txn.put(child_key(entry["parent"], entry["name"]), entry["id"].encode(), db=self.names)
         txn.put(entry["id"].encode(), p.encode(entry), db=self.entries)
 
+    def rewrite(self, txn: Txn, entry: Entry) -> None:
+        """Store ``entry``, which keeps its parent, name and share (new content, say):
+        unlike ``put``, the old record is not read."""
+        txn.put(entry["id"].encode(), p.encode(entry), db=self.entries)
+
     def drop(self, txn: Txn, entry_id: str) -> Entry | None:
         old = self.get(txn, entry_id)
         if old is None:

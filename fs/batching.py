@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from backend import protocol as p
-from cache.records import Batch, Record
+from cache.records import Batch, Record, WireOp
 from fs.reconcile import Step
 
 BATCH = 500
@@ -38,20 +38,31 @@ def held(step: Step, record: Record, writing: frozenset[str]) -> bool:
     )
 
 
-def merge(batch: Batch, step: Step, created: dict[str, int]) -> bool:
-    """Fold a content or attribute change into the batch's last create, mkdir, update
-    or setattr of the same entry (the one it was planned on): one version on the
-    server instead of several, on the same base."""
-    if len(step.ops) != 1 or step.ops[0]["op"] not in ("update", "setattr"):
-        return False
-    op = step.ops[0]
-    index = created.get(op["entry"])
-    if index is None:
-        return False
-    target = batch["ops"][index]
-    if target["op"] == "setattr" and op["op"] == "update":
-        return False  # a setattr carries no content: the update goes next time
+def foldable(target: WireOp, op: WireOp) -> bool:
+    """Whether ``op`` (an update or setattr) can be folded into ``target``, an earlier
+    operation on the same entry: one version instead of two, on the same base."""
+    return (
+        op["op"] in ("update", "setattr")
+        and target["op"] in ("create", "mkdir", "update", "setattr")
+        and target["entry"] == op["entry"]
+        and not (target["op"] == "setattr" and op["op"] == "update")  # no content to carry
+    )
+
+
+def fold(target: WireOp, op: WireOp) -> None:
     for key in ("size", "blocks", "mode", "mtime"):
         if key in op:
             target[key] = op[key]
+
+
+def merge(batch: Batch, step: Step, created: dict[str, int]) -> bool:
+    """Fold a content or attribute change into the batch's last create, mkdir, update
+    or setattr of the same entry (the one it was planned on)."""
+    if len(step.ops) != 1:
+        return False
+    op = step.ops[0]
+    index = created.get(op["entry"])
+    if index is None or not foldable(batch["ops"][index], op):
+        return False
+    fold(batch["ops"][index], op)
     return True

@@ -30,12 +30,16 @@ from cache.records import (
     same_content,
 )
 from cache.store import Cache
-from fs.batching import full, held, merge
+from fs.batching import fold, foldable, full, held, merge
 from fs.conflicts import conflicted_name, derived_id
 from fs.reconcile import MAX_TRIES, Planner, Step, rewrite
 from fs.virtual import Virtual
 
 log = logging.getLogger("loft.sync")
+
+FOLD_SCAN = 16
+"""Journal records at most for an update to fold into the last one when that frees
+chunks: whether another record names them is read from each (``Replica._fold``)."""
 
 @dataclass
 class ViewChange:
@@ -226,8 +230,44 @@ class Replica:
     ) -> None:
         """Journal a change the caller already made to the view; ``folder`` is where the
         change puts the entry (its ancestors go into the record)."""
+        if victim is None and self._fold(txn, op, snap):
+            return
         anc = self.cache.view.ancestors(txn, folder)
         self.cache.journal.append(txn, new_record(op, snap, anc, time.time(), victim))
+
+    def _fold(self, txn: Txn, op: WireOp, snap: Entry | None) -> bool:
+        """Fold an update or setattr into the journal's last record if that is a change
+        of the same entry not sent yet, as the uploader would fold them into one
+        operation (``batching.merge``): a file fsync'd in a loop, or written, closed
+        and given its times by ``tar``, keeps one record, not one per call. An update
+        folds only onto the content it was written over (``snap``); the record keeps
+        its snapshot, so if that entry changes elsewhere meanwhile, the folded content
+        goes up as one conflicted copy. The record moves to the journal's end (a new
+        sequence, as a new change would). Chunks only the folded-over version named
+        wait for no upload any more; finding whether another record names them reads
+        the journal, so with more than ``FOLD_SCAN`` records such an update is not
+        folded."""
+        seq = self.cache.journal.last(txn)
+        last = self.cache.journal.get(txn, seq)
+        if last is None or last["acked"] is not None or not foldable(last["op"], op):
+            return False
+        target = last["op"]
+        orphans: set[str] = set()
+        if op["op"] == "update":
+            if snap is None or (target.get("size"), target.get("blocks")) != (
+                snap["size"], snap.get("blocks")
+            ):
+                return False
+            orphans = {b[0] for b in target.get("blocks", [])} - {b[0] for b in op["blocks"]}
+            if orphans and self.cache.journal.size(txn) > FOLD_SCAN:
+                return False
+        inflight: Batch | None = self.cache.env.meta_get(txn, "inflight")
+        if inflight and any(covered == seq for covered, _ in inflight["covers"]):
+            return False
+        fold(target, op)
+        self.cache.journal.drop(txn, seq)
+        self.cache.release_unnamed(txn, orphans, skip=self.cache.journal.append(txn, last))
+        return True
 
     def record_update(
         self, txn: Txn, op: WireOp, base: Entry
@@ -241,7 +281,7 @@ class Replica:
         if same_content(current, base):
             current["size"], current["blocks"] = op["size"], op["blocks"]
             current["mtime"], current["rev"] = op["mtime"], PENDING
-            self.cache.view.put(txn, current)
+            self.cache.view.rewrite(txn, current)
             return []
         return self.refresh(txn, {op["entry"]})  # changed elsewhere while being written
 

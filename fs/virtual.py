@@ -12,20 +12,35 @@ from cache.env import Txn
 from cache.records import Entry, WireOp
 from cache.tree import Tree
 
+MEMO = 1024
+"""Entries of the remote tree a ``Virtual`` keeps once read, at most."""
+
 
 class Virtual:
-    """The remote tree with changes laid over it, in memory (nothing is written)."""
+    """The remote tree with changes laid over it, in memory (nothing is written).
+
+    It lives for one transaction, in which the remote tree does not change under it,
+    so an entry read from the remote tree is kept (``MEMO`` of them at most) and
+    handed out again, never copied: planning one change reads its entry several
+    times, and a large file's block list costs a decode each time. What ``get``
+    returns is read-only; a change is laid over with ``put``."""
 
     def __init__(self, remote: Tree, txn: Txn) -> None:
         self._remote = remote
         self._txn = txn
         self.changed: dict[str, Entry | None] = {}
         self._names: dict[tuple[str, str], str | None] = {}
+        self._read: dict[str, Entry | None] = {}
 
     def get(self, entry_id: str) -> Entry | None:
         if entry_id in self.changed:
             return self.changed[entry_id]
-        return self._remote.get(self._txn, entry_id)
+        if entry_id in self._read:
+            return self._read[entry_id]
+        entry = self._remote.get(self._txn, entry_id)
+        if len(self._read) < MEMO:
+            self._read[entry_id] = entry
+        return entry
 
     def child(self, parent: str, name: str) -> str | None:
         key = (parent, name)

@@ -104,6 +104,16 @@ class Device:
                   "blocks": []}
             self.replica.record(txn, op, None, p.ROOT_ID)
 
+    def chmod(self, entry_id: str, mode: int) -> None:
+        with self.cache.env.write() as txn:
+            entry = self.cache.view.get(txn, entry_id)
+            assert entry is not None
+            snap = Entry(**entry)
+            entry["mode"], entry["rev"] = mode, PENDING
+            self.cache.view.put(txn, entry)
+            op = {"op": "setattr", "op_id": p.new_id(), "entry": entry_id, "mode": mode}
+            self.replica.record(txn, op, snap, entry["parent"])
+
     def rename(self, entry_id: str, parent: str, name: str) -> None:
         with self.cache.env.write() as txn:
             entry = self.cache.view.get(txn, entry_id)
@@ -247,34 +257,82 @@ def test_a_file_still_being_written_goes_up_once_with_its_content(cache: Cache) 
 
 
 def test_chunks_of_a_version_folded_into_a_later_one_wait_for_no_upload(cache: Cache) -> None:
-    """Three edits go up as one version: once it is acknowledged, none of the chunks
-    the three wrote stays pending (the cache could never evict them)."""
+    """Three edits, with another file's rename between them, go up as one version:
+    once it is acknowledged, none of the chunks the three wrote stays pending (the
+    cache could never evict them)."""
     dev = Device(cache)
-    dev.start([file(ids(6), "f", B1, 1)], 1)
+    dev.start([file(ids(6), "f", B1, 1), file(ids(8), "g", B1, 1)], 1)
     dev.update(ids(6), B2)
+    dev.rename(ids(8), p.ROOT_ID, "h")  # the journal's last record is not f's
     dev.update(ids(6), B3)
     with cache.env.write() as txn:
+        assert cache.journal.size(txn) == 3
         assert sorted(cache.chunks.pending(txn)) == sorted(str(b[0]) for b in B2 + B3)
     assert cache.chunks.usage()["pending_bytes"] == len(DATA[2]) + len(DATA[3])
     with cache.env.write() as txn:
         batch, _ = dev.replica.build_batch(txn)
         assert batch is not None
-        assert [op["blocks"] for op in batch["ops"]] == [B3]
-        dev.replica.acked(txn, batch, {"seq": 2, "results": [{"rev": 2}]})
+        assert [op.get("blocks") for op in batch["ops"]] == [B3, None]
+        dev.replica.acked(txn, batch, {"seq": 2, "results": [{"rev": 2}, {"rev": 2}]})
         assert cache.chunks.pending(txn) == []
         # The record that carries the version waits for its echo, the block list once
         # (in what the server applied); the one folded into it is gone already, and
         # the view shows the version all along.
-        [(_, carrier)] = cache.journal.records(txn)
-        assert carrier["acked"] == 2
+        (_, carrier), (_, renamed) = cache.journal.records(txn)
+        assert carrier["acked"] == renamed["acked"] == 2
         assert carrier["snap"] is None
         assert "blocks" not in carrier["op"]
         assert [op["blocks"] for op, _ in carrier["effect"]] == [B3]
-    assert dev.names() == {"f": B3}
-    dev.remote([file(ids(6), "f", B3, 2)], 2)
+    assert dev.names() == {"f": B3, "h": B1}
+    dev.remote([file(ids(6), "f", B3, 2), file(ids(8), "h", B1, 2)], 2)
     with cache.read() as txn:
         assert cache.journal.size(txn) == 0
-    assert dev.names() == {"f": B3}
+    assert dev.names() == {"f": B3, "h": B1}
+    clean(cache)
+
+
+def test_edits_of_a_file_not_sent_yet_fold_into_one_record(cache: Cache) -> None:
+    """A file fsync'd in a loop, or created, written and given its times (``tar x``),
+    keeps one journal record; the chunks of the version folded over wait for no
+    upload at once. An edit of a file whose last change is in flight makes a record
+    of its own (the commit is sent again as it was built)."""
+    dev = Device(cache)
+    dev.start([file(ids(6), "f", B1, 1)], 1)
+    dev.update(ids(6), B2)
+    dev.update(ids(6), B3)
+    dev.chmod(ids(6), 0o600)
+    with cache.env.write() as txn:
+        [(seq, record)] = cache.journal.records(txn)
+        assert seq == 3  # at the journal's end, as a new change
+        assert (record["op"]["op"], record["op"]["blocks"], record["op"]["mode"]) == (
+            "update", B3, 0o600)
+        assert record["snap"] is not None
+        assert record["snap"]["blocks"] == B1  # the base the first edit was made on
+        assert cache.chunks.pending(txn) == [B3[0][0]]
+    dev.create(ids(7), "new")
+    dev.update(ids(7), B1)
+    ops = dev.batch()  # now in flight
+    assert [(o["op"], o["blocks"]) for o in ops] == [("update", B3), ("create", B1)]
+    assert ops[0]["mode"] == 0o600
+    dev.update(ids(7), B2)
+    with cache.read() as txn:
+        assert cache.journal.size(txn) == 3
+    clean(cache)
+
+
+def test_folded_edits_against_an_edit_elsewhere_make_one_conflicted_copy(
+    cache: Cache,
+) -> None:
+    dev = Device(cache)
+    dev.start([file(ids(1), "f", B1, 1)], 1)
+    dev.update(ids(1), B2)  # offline, twice
+    dev.update(ids(1), B3)
+    dev.remote([file(ids(1), "f", B2, 2)], 2)  # elsewhere: even the same bytes
+    names = dev.names()
+    assert names.pop("f") == B2
+    assert list(names.values()) == [B3]
+    (op,) = dev.batch()
+    assert (op["op"], op["blocks"]) == ("create", B3)
     clean(cache)
 
 
