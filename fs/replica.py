@@ -103,6 +103,10 @@ class Replica:
     def __init__(self, cache: Cache, device: str) -> None:
         self.cache = cache
         self.device = device
+        self._sent_upto = int(cache.env.meta("journal_seq", 0))
+        """No journal record after this one has been in a commit sent: only a record
+        up to it may be in flight (the batch, a large value, is read only then). Any
+        record there at start may be; ``build_batch`` raises it, nothing lowers it."""
 
     # --- the view ----------------------------------------------------------------------
 
@@ -261,13 +265,16 @@ class Replica:
             orphans = {b[0] for b in target.get("blocks", [])} - {b[0] for b in op["blocks"]}
             if orphans and self.cache.journal.size(txn) > FOLD_SCAN:
                 return False
-        inflight: Batch | None = self.cache.env.meta_get(txn, "inflight")
-        if inflight and any(covered == seq for covered, _ in inflight["covers"]):
+        if seq <= self._sent_upto and self._in_flight(txn, seq):
             return False
         fold(target, op)
         self.cache.journal.drop(txn, seq)
         self.cache.release_unnamed(txn, orphans, skip=self.cache.journal.append(txn, last))
         return True
+
+    def _in_flight(self, txn: Txn, seq: int) -> bool:
+        inflight: Batch | None = self.cache.env.meta_get(txn, "inflight")
+        return inflight is not None and any(covered == seq for covered, _ in inflight["covers"])
 
     def record_update(
         self, txn: Txn, op: WireOp, base: Entry
@@ -345,6 +352,7 @@ class Replica:
             self.cache.release_chunks(txn, [r for r in done if r is not None], [])
             return None, found
         self.cache.env.meta_put(txn, "inflight", batch)
+        self._sent_upto = max(self._sent_upto, *(seq for seq, _ in batch["covers"]))
         return batch, found
 
     def acked(self, txn: Txn, batch: Batch, answer: dict[str, Any]) -> list[ViewChange]:
