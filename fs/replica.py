@@ -253,7 +253,9 @@ class Replica:
         folded."""
         seq = self.cache.journal.last(txn)
         last = self.cache.journal.get(txn, seq)
-        if last is None or last["acked"] is not None or not foldable(last["op"], op):
+        if last is None or last["acked"] is not None or last["tries"]:
+            return False  # a record the server refused (or a rescue) may yet be given up
+        if not foldable(last["op"], op):
             return False
         target = last["op"]
         orphans: set[str] = set()
