@@ -284,6 +284,32 @@ def test_offline_changes_replay_in_order_each_exactly_once(setup: Setup, tmp_pat
     assert not tmp or tmp[-1]["deleted"], tmp
 
 
+def test_a_file_fsynced_in_a_loop_offline_waits_as_one_change(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """A log appended to and ``fsync``'d twenty times while offline: the ``fsync``s
+    fold into one pending change (``loft status`` says 1 or 2, not 21: the file's
+    create may have been sent, and be waiting in flight, before its first write),
+    which goes up as one version with every line when the network is back."""
+    a = setup.mount_a()
+    synced(a)
+    setup.proxy.cut()
+    lines = [b"line %d\n" % n for n in range(20)]
+    with open(a.path / "log.txt", "ab") as log:
+        for line in lines:
+            log.write(line)
+            log.flush()
+            os.fsync(log.fileno())
+    status(a, lambda t: "offline" in mount_line(t) and 1 <= pending(t) <= 2)
+
+    setup.proxy.restore()
+    synced(a)
+    assert remote_bytes(setup.b, "/log.txt", tmp_path) == b"".join(lines)
+    records = journal(setup.b)
+    assert_applied_once(records)
+    assert 1 <= len(versions(records, entry_id(setup.b, "/log.txt"))) <= 2
+
+
 # --- cuts in the middle of a transfer --------------------------------------------------
 
 
