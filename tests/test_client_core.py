@@ -320,10 +320,10 @@ def test_edits_of_a_file_not_sent_yet_fold_into_one_record(cache: Cache) -> None
     with cache.env.write() as txn:  # refused once: it may yet be given up, alone
         cache.env.meta_put(txn, "inflight", None)
         seq = cache.journal.last(txn)
-        record = cache.journal.get(txn, seq)
-        assert record is not None
-        record["tries"] = 1
-        cache.journal.put(txn, seq, record)
+        refused = cache.journal.get(txn, seq)
+        assert refused is not None
+        refused["tries"] = 1
+        cache.journal.put(txn, seq, refused)
     dev.update(ids(7), B3)
     with cache.read() as txn:
         assert cache.journal.size(txn) == 4
