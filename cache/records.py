@@ -127,3 +127,12 @@ def new_record(
     return Record(
         op=op, snap=snap, victim=victim, anc=anc, time=when, tries=0, acked=None, effect=[]
     )
+
+
+def settled(record: Record, position: Position, effect: list[list[Any]]) -> Record:
+    """An acknowledged record as it waits for its echo: from then on only its
+    ``effect`` is laid over the tree and only the ids it touches are read, so the
+    snapshot and the operation's block list (a large file's, twice over) are left out."""
+    op = {k: v for k, v in record["op"].items() if k != "blocks"}
+    return Record(op=op, snap=None, victim=record["victim"], anc=[], time=record["time"],
+                  tries=record["tries"], acked=position, effect=effect)

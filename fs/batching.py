@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from backend import protocol as p
-from cache.records import Batch, Record, WireOp
+from cache.records import Batch, Record
+from fs.folding import fold, foldable
 from fs.reconcile import Step
 
 BATCH = 500
@@ -36,23 +37,6 @@ def held(step: Step, record: Record, writing: frozenset[str]) -> bool:
     return time.time() - record["time"] < HOLD and any(
         op["op"] == "create" and op["entry"] in writing for op in step.ops
     )
-
-
-def foldable(target: WireOp, op: WireOp) -> bool:
-    """Whether ``op`` (an update or setattr) can be folded into ``target``, an earlier
-    operation on the same entry: one version instead of two, on the same base."""
-    return (
-        op["op"] in ("update", "setattr")
-        and target["op"] in ("create", "mkdir", "update", "setattr")
-        and target["entry"] == op["entry"]
-        and not (target["op"] == "setattr" and op["op"] == "update")  # no content to carry
-    )
-
-
-def fold(target: WireOp, op: WireOp) -> None:
-    for key in ("size", "blocks", "mode", "mtime"):
-        if key in op:
-            target[key] = op[key]
 
 
 def merge(batch: Batch, step: Step, created: dict[str, int]) -> bool:

@@ -28,18 +28,17 @@ from cache.records import (
     WireOp,
     new_record,
     same_content,
+    settled,
 )
 from cache.store import Cache
-from fs.batching import fold, foldable, full, held, merge
+from fs.batching import full, held, merge
 from fs.conflicts import conflicted_name, derived_id
+from fs.folding import fold_into_last
 from fs.reconcile import MAX_TRIES, Planner, Step, rewrite
 from fs.virtual import Virtual
 
 log = logging.getLogger("loft.sync")
 
-FOLD_SCAN = 16
-"""Journal records at most for an update to fold into the last one when that frees
-chunks: whether another record names them is read from each (``Replica._fold``)."""
 
 @dataclass
 class ViewChange:
@@ -88,15 +87,6 @@ def touched(record: Record) -> set[str]:
         if isinstance(wire.get("replace"), dict):
             ids.add(wire["replace"]["entry"])
     return ids
-
-
-def _settled(record: Record, position: Position, effect: list[list[Any]]) -> Record:
-    """An acknowledged record as it waits for its echo: from then on only its
-    ``effect`` is laid over the tree and only the ids it touches are read, so the
-    snapshot and the operation's block list (a large file's, twice over) are left out."""
-    op = {k: v for k, v in record["op"].items() if k != "blocks"}
-    return Record(op=op, snap=None, victim=record["victim"], anc=[], time=record["time"],
-                  tries=record["tries"], acked=position, effect=effect)
 
 
 class Replica:
@@ -234,49 +224,10 @@ class Replica:
     ) -> None:
         """Journal a change the caller already made to the view; ``folder`` is where the
         change puts the entry (its ancestors go into the record)."""
-        if victim is None and self._fold(txn, op, snap):
+        if victim is None and fold_into_last(self.cache, txn, op, snap, self._sent_upto):
             return
         anc = self.cache.view.ancestors(txn, folder)
         self.cache.journal.append(txn, new_record(op, snap, anc, time.time(), victim))
-
-    def _fold(self, txn: Txn, op: WireOp, snap: Entry | None) -> bool:
-        """Fold an update or setattr into the journal's last record if that is a change
-        of the same entry not sent yet, as the uploader would fold them into one
-        operation (``batching.merge``): a file fsync'd in a loop, or written, closed
-        and given its times by ``tar``, keeps one record, not one per call. An update
-        folds only onto the content it was written over (``snap``); the record keeps
-        its snapshot, so if that entry changes elsewhere meanwhile, the folded content
-        goes up as one conflicted copy. The record moves to the journal's end (a new
-        sequence, as a new change would). Chunks only the folded-over version named
-        wait for no upload any more; finding whether another record names them reads
-        the journal, so with more than ``FOLD_SCAN`` records such an update is not
-        folded."""
-        seq = self.cache.journal.last(txn)
-        last = self.cache.journal.get(txn, seq)
-        if last is None or last["acked"] is not None or last["tries"]:
-            return False  # a record the server refused (or a rescue) may yet be given up
-        if not foldable(last["op"], op):
-            return False
-        target = last["op"]
-        orphans: set[str] = set()
-        if op["op"] == "update":
-            if snap is None or (target.get("size"), target.get("blocks")) != (
-                snap["size"], snap.get("blocks")
-            ):
-                return False
-            orphans = {b[0] for b in target.get("blocks", [])} - {b[0] for b in op["blocks"]}
-            if orphans and self.cache.journal.size(txn) > FOLD_SCAN:
-                return False
-        if seq <= self._sent_upto and self._in_flight(txn, seq):
-            return False
-        fold(target, op)
-        self.cache.journal.drop(txn, seq)
-        self.cache.release_unnamed(txn, orphans, skip=self.cache.journal.append(txn, last))
-        return True
-
-    def _in_flight(self, txn: Txn, seq: int) -> bool:
-        inflight: Batch | None = self.cache.env.meta_get(txn, "inflight")
-        return inflight is not None and any(covered == seq for covered, _ in inflight["covers"])
 
     def record_update(
         self, txn: Txn, op: WireOp, base: Entry
@@ -383,7 +334,7 @@ class Replica:
                     if (sent["parent"], sent["name"]) != place:
                         moved[sent["entry"]] = (place, sent)
             effect = [[batch["ops"][i], int(results[i]["rev"])] for i in indices]
-            self.cache.journal.put(txn, seq, _settled(record, answer["seq"], effect))
+            self.cache.journal.put(txn, seq, settled(record, answer["seq"], effect))
         if batch["aliases"] or moved:
             for seq, record in list(self.cache.journal.records(txn)):
                 if seq > last:
