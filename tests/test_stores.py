@@ -111,6 +111,17 @@ async def test_has_is_true_only_once_put(blocks: BlockStore) -> None:
     assert await blocks.has(cid)
 
 
+async def test_held_names_exactly_the_stored_ones_of_those_asked(blocks: BlockStore) -> None:
+    stored = [sealed_chunk(os.urandom(700)) for _ in range(3)]
+    await blocks.put_many(stored[:2])
+    await blocks.put(*stored[2])
+    absent = [p.chunk_id(os.urandom(300)) for _ in range(2)]
+    asked = [absent[0], stored[0][0], stored[2][0], absent[1]]
+    assert await blocks.held(asked) == {stored[0][0], stored[2][0]}
+    assert await blocks.held(absent) == set()
+    assert await blocks.held([]) == set()
+
+
 async def test_putting_a_chunk_twice_is_harmless(blocks: BlockStore) -> None:
     cid, sealed = sealed_chunk(os.urandom(5000))
     await blocks.put(cid, sealed)

@@ -50,6 +50,11 @@ class BlockStore(Protocol):
 
     async def has(self, cid: str) -> bool: ...
 
+    async def held(self, cids: list[str]) -> set[str]:
+        """Which of ``cids`` are stored: one look for many (a pack of small chunks),
+        not one thread hop or request each."""
+        ...
+
     def ids(self) -> AsyncIterator[str]:
         """Every stored chunk id (for fsck)."""
         ...

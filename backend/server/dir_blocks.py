@@ -41,35 +41,59 @@ class DirectoryBlockStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = f"file://{root}"
+        self._root = str(root)
         try:
             root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
             tighten(root, deep=False)
         except OSError as exc:
             raise StoreError(f"cannot create chunk directory {root}: {exc.strerror}") from None
 
-    def _path(self, cid: str) -> Path:
-        return self.root / cid[:2] / cid[2:4] / cid
+    def _name(self, cid: str) -> str:
+        """Where chunk ``cid`` is stored (a string, not a ``Path``: a pack of small
+        chunks makes several of these a chunk)."""
+        return f"{self._root}/{cid[:2]}/{cid[2:4]}/{cid}"
+
+    def _create(self, cid: str) -> tuple[str, str, int]:
+        """A new temporary file beside ``cid``'s name, its directories made if need be:
+        ``(temporary name, final name, fd)``."""
+        path = self._name(cid)
+        tmp = f"{path[: -len(cid)]}.tmp-{cid}-{os.getpid()}-{os.urandom(4).hex()}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            return tmp, path, os.open(tmp, flags, FILE_MODE)
+        except FileNotFoundError:  # the first chunk under this prefix
+            for folder in (path[: -len(cid) - 4], path[: -len(cid) - 1]):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder, DIR_MODE)
+            return tmp, path, os.open(tmp, flags, FILE_MODE)
+
+    @staticmethod
+    def _fill(fd: int, sealed: bytes, sync: bool) -> None:
+        """Write all of ``sealed`` to ``fd`` (then ``fsync`` it if ``sync``) and close it."""
+        try:
+            view = memoryview(sealed)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _put_sync(self, cid: str, sealed: bytes) -> None:
-        path = self._path(cid)
-        tmp = path.with_name(f".tmp-{cid}-{os.getpid()}-{os.urandom(4).hex()}")
+        tmp = ""
         try:  # written even if present: the same work either way (``ingest``)
-            path.parent.parent.mkdir(exist_ok=True, mode=DIR_MODE)
-            path.parent.mkdir(exist_ok=True, mode=DIR_MODE)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-            with os.fdopen(fd, "wb") as f:
-                f.write(sealed)
-                f.flush()
-                os.fsync(f.fileno())
+            tmp, path, fd = self._create(cid)
+            self._fill(fd, sealed, sync=True)
             os.replace(tmp, path)
-            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
         except OSError as exc:
-            with contextlib.suppress(OSError):  # e.g. its directory could not be made
-                tmp.unlink(missing_ok=True)
+            if tmp:  # else its directory could not be made
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             raise StoreError(f"cannot store chunk: {reason}") from None
 
@@ -91,17 +115,12 @@ class DirectoryBlockStore:
             for cid, sealed in chunks:
                 self._put_sync(cid, sealed)
             return
-        written: list[tuple[Path, Path]] = []
+        written: list[tuple[str, str]] = []
         try:
             for cid, sealed in chunks:
-                path = self._path(cid)
-                path.parent.parent.mkdir(exist_ok=True, mode=DIR_MODE)
-                path.parent.mkdir(exist_ok=True, mode=DIR_MODE)
-                tmp = path.with_name(f".tmp-{cid}-{os.getpid()}-{os.urandom(4).hex()}")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+                tmp, path, fd = self._create(cid)
                 written.append((tmp, path))
-                with os.fdopen(fd, "wb") as f:
-                    f.write(sealed)
+                self._fill(fd, sealed, sync=False)
             if not written:
                 return
             self._syncfs()  # every temporary file's bytes are durable
@@ -111,7 +130,7 @@ class DirectoryBlockStore:
         except OSError as exc:
             for tmp, _ in written:
                 with contextlib.suppress(OSError):
-                    tmp.unlink(missing_ok=True)
+                    os.unlink(tmp)
             reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             raise StoreError(f"cannot store chunks: {reason}") from None
 
@@ -120,7 +139,8 @@ class DirectoryBlockStore:
 
     def _get_sync(self, cid: str) -> bytes | None:
         try:
-            return self._path(cid).read_bytes()
+            with open(self._name(cid), "rb") as f:
+                return f.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -130,7 +150,13 @@ class DirectoryBlockStore:
         return await trio.to_thread.run_sync(self._get_sync, cid)
 
     async def has(self, cid: str) -> bool:
-        return await trio.to_thread.run_sync(self._path(cid).exists)
+        return bool(await self.held([cid]))
+
+    async def held(self, cids: list[str]) -> set[str]:
+        def look() -> set[str]:
+            return {cid for cid in cids if os.path.exists(self._name(cid))}
+
+        return await trio.to_thread.run_sync(look) if cids else set()
 
     async def ids(self) -> AsyncIterator[str]:
         async for chunk in self.stored():
@@ -151,10 +177,10 @@ class DirectoryBlockStore:
 
     def _delete_sync(self, cid: str) -> None:
         """Unlink, then fsync the directory: once this returns the chunk stays gone."""
-        path = self._path(cid)
+        path = self._name(cid)
         try:
-            path.unlink()
-            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            os.unlink(path)
+            dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(dir_fd)
             finally:

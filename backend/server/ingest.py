@@ -54,13 +54,7 @@ async def store_chunks(
     # time an upload takes tells nothing of anyone else's content. Only what the block
     # store held before is recorded as stored before (0 at rest).
     fresh = {cid: data for cid, data in chunks if cid in unseen}
-    held: set[str] = set()
-
-    async def look(cid: str) -> None:
-        if await blocks.has(cid):
-            held.add(cid)
-
-    await for_each(list(fresh), look, STORE_WORKERS)
+    held = await blocks.held(list(fresh))
     stored = await write_chunks(blocks, fresh)
     at_rest = {cid: size for cid, size in stored.items() if cid not in held}
     # The chunks are durable in the block store before the metadata names them.
@@ -71,12 +65,10 @@ async def store_chunks(
     # Garbage collection may have deleted a blob stored or found above before the record
     # was written (it holds the record until the blob is gone: ``backend.server.gc``).
     # Recorded now, the chunk is safe from it: store again whatever has gone.
-    async def again(chunk: tuple[str, bytes]) -> None:
-        cid, data = chunk
-        if not await blocks.has(cid):
-            await blocks.put(cid, await trio.to_thread.run_sync(seal, data))
-
-    await for_each(list(dict(chunks).items()), again, STORE_WORKERS)
+    named = dict(chunks)
+    gone = set(named) - await blocks.held(list(named))
+    if gone:
+        await write_chunks(blocks, {cid: named[cid] for cid in gone})
     return len(unseen)
 
 

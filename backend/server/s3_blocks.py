@@ -106,6 +106,17 @@ class S3BlockStore:
 
         return await self._call(work, f"look up chunk {cid}")
 
+    async def held(self, cids: list[str]) -> set[str]:
+        """A ``HEAD`` each, a few at a time."""
+        found: set[str] = set()
+
+        async def one(cid: str) -> None:
+            if await self.has(cid):
+                found.add(cid)
+
+        await for_each(cids, one, PUT_MANY_WORKERS)
+        return found
+
     async def ids(self) -> AsyncIterator[str]:
         async for chunk in self.stored():
             yield chunk.cid
