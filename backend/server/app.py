@@ -89,7 +89,7 @@ from backend.errors import (
     StoreError,
 )
 from backend.server import accounts_api, history_api, links_api, quota, shares_api
-from backend.server.blocks import small_contents, unseal
+from backend.server.blocks import content_of, small_contents
 from backend.server.dav import PREFIX as DAV_PREFIX
 from backend.server.dav import DavApp
 from backend.server.http import (
@@ -186,8 +186,7 @@ async def get_chunk(request: Request, caller: Caller) -> Response:
     if sealed is None:
         log.error("chunk %s is recorded but missing from the block store", cid)
         raise StoreError(f"chunk {cid} is missing from the block store")
-    data = await trio.to_thread.run_sync(unseal, sealed)
-    return Response(data, media_type="application/octet-stream")
+    return Response(await content_of(sealed), media_type="application/octet-stream")
 
 
 @authenticated

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+import trio
 import zstandard
 
 from backend.errors import BadRequest, StoreError
@@ -85,6 +86,15 @@ def seal(data: bytes) -> bytes:
         if len(packed) <= len(data) - len(data) // 32:
             return bytes([ZSTD]) + packed
     return bytes([RAW]) + data
+
+
+async def content_of(sealed: bytes) -> bytes | memoryview:
+    """``unseal`` for an answer: raw content without a copy or a thread hop (a 1 MiB
+    chunk is most of a GET's bytes, and media is stored raw), compressed content
+    decompressed in a worker thread."""
+    if sealed[:1] == bytes([RAW]):
+        return memoryview(sealed)[1:]
+    return await trio.to_thread.run_sync(unseal, sealed)
 
 
 def unseal(sealed: bytes) -> bytes:
