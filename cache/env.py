@@ -65,6 +65,10 @@ from cache import mapped
 
 T = TypeVar("T")
 
+RELEASE_EVERY = 256
+"""Record reads between releases of the map's pages (``Env.touched``): at most
+16 MiB mapped in passing, for about 10 µs of ``madvise`` each time."""
+
 Txn = Any
 """An ``lmdb.Transaction``; its values are bytes or buffers, which typing cannot tell."""
 
@@ -101,6 +105,7 @@ class Env:
         )
         self.db = {name: self.lmdb.open_db(name.encode()) for name in DBS}
         self._map: list[tuple[int, int]] | None = None
+        self._touched = 0
 
     def read(self) -> Txn:
         return self.lmdb.begin()
@@ -119,6 +124,16 @@ class Env:
         if self._map is None:  # LMDB maps the file once, at its full size, when opened
             self._map = mapped.regions(self.path / "data.mdb")
         mapped.release(self._map)
+
+    def touched(self) -> None:
+        """Count one record read at a place of its own in the map; every
+        ``RELEASE_EVERY`` of them, ``release_pages``. Each such read maps the 64 KiB
+        around it (the kernel's fault-around), and one transaction can make a thousand
+        (a listing of a folder, a page of the feed): released as they go, not after."""
+        self._touched += 1  # from any thread: a count off by one matters not
+        if self._touched >= RELEASE_EVERY:
+            self._touched = 0
+            self.release_pages()
 
     def close(self) -> None:
         self.lmdb.sync(True)

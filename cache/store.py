@@ -110,6 +110,7 @@ class Cache:
 
     def known_inode(self, txn: Txn, entry_id: str) -> int | None:
         raw = txn.get(entry_id.encode(), db=self.env.db["inode_of"])
+        self.env.touched()  # keyed by a random entry id, as the tree is
         return int(Q.unpack(bytes(raw))[0]) if raw is not None else None
 
     def entry_id(self, txn: Txn, ino: int) -> str | None:

@@ -41,6 +41,7 @@ class Tree:
         if not entry_id:  # the root's parent
             return None
         raw = txn.get(entry_id.encode(), db=self.entries)
+        self.env.touched()  # entry ids are random: each record is a page of its own
         return p.decode(bytes(raw)) if raw is not None else None
 
     def child(self, txn: Txn, parent: str, name: str) -> str | None:
