@@ -458,6 +458,33 @@ def test_chunks_streamed_through_the_cache_leave_no_pages_resident(cache: Cache)
     assert [cache.chunks.get(p.chunk_id(d)) for d in contents] == contents
 
 
+def test_a_walk_of_many_entries_in_one_transaction_gives_the_pages_back_as_it_goes(
+    cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entry ids are random, so a listing reads its records all over the map and each
+    read maps the 64 KiB around it: every ``RELEASE_EVERY`` reads the pages go back,
+    even inside one transaction. Without that (the control), the walk maps the tree."""
+    rng = random.Random(9)
+    keys = [rng.randbytes(16).hex() for _ in range(60_000)]
+    with cache.env.write() as txn:
+        for key in keys:
+            record = {"id": key, "name": key, "size": 1, "pad": rng.randbytes(400)}
+            txn.put(key.encode(), p.encode(record), db=cache.env.db["entries"])
+    rng.shuffle(keys)
+
+    def walk_growth_mib() -> float:
+        cache.env.release_pages()
+        before = resident_file_kib()
+        with cache.read() as txn:
+            assert all(cache.view.get(txn, key) is not None for key in keys)
+        return (resident_file_kib() - before) / 1024
+
+    monkeypatch.setattr("cache.env.RELEASE_EVERY", 10**9)
+    assert walk_growth_mib() > 20  # the tree is ~40 MiB: most of it maps
+    monkeypatch.setattr("cache.env.RELEASE_EVERY", 64)  # at most ~4 MiB between releases
+    assert walk_growth_mib() < 12
+
+
 def test_conflicted_names_stay_within_255_bytes() -> None:
     name = conflicted_name("é" * 120 + ".txt", "laptop", 0.0, 3)
     assert len(name.encode()) <= p.MAX_NAME_BYTES
