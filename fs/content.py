@@ -36,6 +36,14 @@ NEAR = 1024 * 1024
 """A read this close to where the last one ended still counts as sequential (the
 kernel sends a reader's requests a few at a time, not always in order)."""
 HOT_BYTES = 32 * 1024 * 1024
+PART_MIN = 256 * 1024
+"""A random read of a chunk this large that the device lacks may fetch only the part
+it asks for (``Fetcher.wants_part``): a ranged request, not the whole chunk."""
+PART_SHARE = 4
+"""... when the part is at most 1/PART_SHARE of the chunk."""
+PARTS_KEPT = 4096
+"""Chunks remembered as read in part once: the next random read of one fetches it
+whole, and keeps it."""
 STORE_BEHIND = 64 * 1024 * 1024
 """Bytes of fetched chunks that may wait for their store while readers go on."""
 
@@ -62,6 +70,7 @@ class Fetcher:
         self._hot_bytes = 0
         self._storing: dict[str, tuple[bytes, trio.Event]] = {}
         self._storing_bytes = 0
+        self._parts: OrderedDict[str, None] = OrderedDict()
 
     def _remember(self, cid: str, data: bytes) -> bytes:
         """Keep the last few chunks in memory: the kernel reads 128 KiB at a time."""
@@ -180,9 +189,32 @@ class Fetcher:
 
         await self.writer.write(put)
 
-    async def _download(self, cid: str) -> bytes:
+    def wants_part(self, cid: str, length: int, lo: int, hi: int) -> bool:
+        """Whether a random read of ``[lo, hi)`` of a chunk this device lacks should
+        fetch only that: the chunk is large, the part small, the chunk not on its way
+        already, and no random read came to it before (a reader that comes back gets
+        the whole chunk, kept in the cache). Parts are not cached."""
+        if length < PART_MIN or (hi - lo) * PART_SHARE > length:
+            return False
+        if cid in self._inflight or cid in self._storing or cid in self._hot:
+            return False
+        if cid in self._parts:
+            del self._parts[cid]
+            return False
+        self._parts[cid] = None
+        if len(self._parts) > PARTS_KEPT:
+            self._parts.popitem(last=False)
+        return True
+
+    async def part(self, cid: str, lo: int, hi: int) -> bytes:
+        """Bytes ``[lo, hi)`` of a chunk, from the server (checked there, whole)."""
+        return await self._download(cid, (lo, hi))
+
+    async def _download(self, cid: str, part: tuple[int, int] | None = None) -> bytes:
         with trio.move_on_after(self.timeout):
             try:
+                if part is not None:
+                    return await self.client.get_chunk_part(cid, *part)
                 return await self.client.get_chunk(cid)
             except LoftError as err:
                 log.error("cannot fetch chunk %s: %s", cid, err)
@@ -229,6 +261,10 @@ class BlockMap:
             total += length
         self.size = total
 
+    def length(self, index: int) -> int:
+        end = self.starts[index + 1] if index + 1 < len(self.starts) else self.size
+        return end - self.starts[index]
+
     def covering(self, offset: int, size: int) -> Iterator[int]:
         if offset >= self.size or size <= 0:
             return
@@ -244,33 +280,40 @@ async def read_blocks(
     fetcher: Fetcher, blocks: BlockMap, offset: int, size: int, ahead: ReadAhead | None = None
 ) -> bytes:
     """The bytes of ``[offset, offset+size)`` of a committed version; chunks past it
-    are fetched ahead as ``ahead`` (a reader's window) says."""
+    are fetched ahead as ``ahead`` (a reader's window) says, and a random reader's
+    small read of a large chunk this device lacks fetches just that part."""
     indices = list(blocks.covering(offset, size))
     if not indices:
         return b""
-    pieces: dict[int, bytes] = {}
+    end = offset + size
+    window = ahead.step(offset, size) if ahead is not None else None
+    pieces: dict[int, tuple[bytes, int]] = {}  # index: (bytes, file offset of the first)
     for index in indices:  # the common case: all held here, no tasks to start
         data = fetcher.cached(blocks.ids[index])
         if data is not None:
-            pieces[index] = data
+            pieces[index] = data, blocks.starts[index]
 
     async def one(index: int) -> None:
-        pieces[index] = await fetcher.get(blocks.ids[index])
+        cid, start, length = blocks.ids[index], blocks.starts[index], blocks.length(index)
+        lo, hi = max(offset - start, 0), min(end - start, length)
+        if window == 0 and fetcher.wants_part(cid, length, lo, hi):
+            pieces[index] = await fetcher.part(cid, lo, hi), start + lo
+        else:
+            pieces[index] = await fetcher.get(cid), start
 
     if len(pieces) < len(indices):
         async with trio.open_nursery() as nursery:
             for index in indices:
                 if index not in pieces:
                     nursery.start_soon(one, index)
-    if ahead is not None:
-        window = ahead.unasked(indices[-1] + 1, ahead.step(offset, size))
-        fetcher.prefetch(blocks.ids[window.start : window.stop])
-    end = offset + size
+    if ahead is not None and window:
+        ahead_of = ahead.unasked(indices[-1] + 1, window)
+        fetcher.prefetch(blocks.ids[ahead_of.start : ahead_of.stop])
     if len(indices) == 1:
-        skip = offset - blocks.starts[indices[0]]
-        return pieces[indices[0]][skip : skip + size]
+        data, at = pieces[indices[0]]
+        return data[offset - at : end - at]
     # A read across chunks: only the parts asked for are copied, not the whole chunks.
     return b"".join(
-        memoryview(pieces[i])[max(offset - blocks.starts[i], 0) : end - blocks.starts[i]]
-        for i in indices
+        memoryview(data)[max(offset - at, 0) : end - at]
+        for data, at in (pieces[i] for i in indices)
     )

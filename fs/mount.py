@@ -293,6 +293,7 @@ async def _status_writer(
             "parked": stager.parked(),
             "cursor": cursor,
             "uploaded_bytes": client.uploaded,
+            "downloaded_bytes": client.downloaded,
             **usage,
         }
         write_private(path, json.dumps(status))

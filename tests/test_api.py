@@ -27,7 +27,7 @@ from backend import protocol as p
 from backend.client import Client
 from backend.errors import Conflict, LoftError, MissingChunks, NotFound, Unauthorized
 from backend.server.auth import hash_password
-from backend.server.blocks import open_block_store
+from backend.server.blocks import open_block_store, seal
 from backend.server.main import open_metadata
 from backend.server.metadata import MetadataStore
 from tests.conftest import PASSWORD, Device, Server
@@ -551,6 +551,60 @@ async def test_chunk_download_returns_the_exact_bytes(acct: Account) -> None:
             response = await raw(acct.server, "GET", f"/chunks/{cid}", acct.token)
             assert response.status_code == 200
             assert response.content == data
+
+
+async def test_a_range_of_a_chunk_is_answered_206_with_just_those_bytes(acct: Account) -> None:
+    samples = [os.urandom(900_000), b"compressible " * 60_000]
+    async with acct.client() as c:
+        for data in samples:
+            [cid, size] = await upload(c, data)
+
+            async def ranged(spec: str) -> httpx.Response:
+                return await raw(acct.server, "GET", f"/chunks/{cid}", acct.token,
+                                 headers={"range": spec})
+
+            part = await ranged("bytes=1000-4999")
+            assert part.status_code == 206
+            assert part.content == data[1000:5000]
+            assert part.headers["content-range"] == f"bytes 1000-4999/{size}"
+            assert (await ranged("bytes=-10")).content == data[-10:]
+            assert (await ranged(f"bytes={size - 3}-")).content == data[-3:]
+            assert (await ranged(f"bytes=5-{size + 100}")).content == data[5:]
+            past = await ranged(f"bytes={size}-")
+            assert past.status_code == 416
+            assert past.headers["content-range"] == f"bytes */{size}"
+            whole = await ranged("bytes=0-1,5-9")  # several ranges: the whole chunk
+            assert (whole.status_code, whole.content) == (200, data)
+            assert await c.get_chunk_part(cid, 77, 7777) == data[77:7777]
+
+
+async def test_a_range_of_a_chunk_corrupt_at_rest_is_refused_not_answered(
+    acct: Account,
+) -> None:
+    """A part cannot be checked by the client, so the server checks the whole chunk
+    first: bytes at rest that are not the chunk are a 503, never a part of them."""
+    data, other = os.urandom(300_000), os.urandom(300_000)
+    async with acct.client() as c:
+        [cid, _] = await upload(c, data)
+    blocks = open_block_store(acct.server.stores.blocks, acct.server.stores.data)
+    try:
+        await blocks.put(cid, seal(other))
+    finally:
+        await blocks.close()
+    part = await raw(acct.server, "GET", f"/chunks/{cid}", acct.token,
+                     headers={"range": "bytes=0-99"})
+    assert refused(part, 503, "store_unavailable")["message"] == (
+        f"chunk {cid} is corrupt in the block store"
+    )
+
+
+async def test_a_range_of_another_users_chunk_is_404(new_account: NewAccount) -> None:
+    alice, bob = await new_account(), await new_account()
+    async with alice.client() as a:
+        [cid, _] = await upload(a, os.urandom(5000))
+    part = await raw(bob.server, "GET", f"/chunks/{cid}", bob.token,
+                     headers={"range": "bytes=0-99"})
+    assert refused(part, 404, "not_found")["message"] == f"no chunk {cid}"
 
 
 async def test_a_pack_of_small_chunks_is_stored_whole_and_counts_what_was_new(

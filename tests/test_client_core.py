@@ -31,7 +31,7 @@ from cache.records import PENDING, Entry
 from cache.store import Cache
 from fs.batching import HOLD
 from fs.conflicts import conflicted_name
-from fs.content import READ_AHEAD, ReadAhead
+from fs.content import PART_MIN, READ_AHEAD, Fetcher, ReadAhead
 from fs.follower import Follower
 from fs.fsck import check
 from fs.link import Link
@@ -702,6 +702,18 @@ def test_read_ahead_grows_while_a_reader_is_sequential_and_closes_when_it_jumps(
     assert ahead.step(700 * 1024 * 1024, kib) == 0  # a jump: a random reader
     assert ahead.step(700 * 1024 * 1024 + kib, kib) == 1
 
+
+
+def test_a_random_reader_gets_a_part_of_a_large_chunk_once_then_the_whole(cache: Cache) -> None:
+    none: Any = None  # deciding needs neither the writer nor the server
+    fetcher = Fetcher(cache, none, none, 1.0)
+    big, kib = 4 << 20, 1 << 10
+    assert fetcher.wants_part(ids(1), big, 0, 128 * kib)
+    assert not fetcher.wants_part(ids(1), big, big // 2, big // 2 + 4 * kib)  # back again
+    assert fetcher.wants_part(ids(1), big, 0, 4 * kib)  # remembered once, not for good
+    assert not fetcher.wants_part(ids(2), big, 0, big // 4 + 1)  # most of it: whole
+    assert not fetcher.wants_part(ids(3), PART_MIN - 1, 0, 4 * kib)  # small: whole
+    assert fetcher.wants_part(ids(4), PART_MIN, 0, PART_MIN // 4)
 
 
 def test_a_sequential_reader_asks_for_each_chunk_ahead_once() -> None:

@@ -43,13 +43,22 @@ def cached_chunks(mount: Mount) -> int:
         return cache.chunks.usage()["chunks"]
 
 
-def uploaded(mount: Mount) -> int:
-    """Chunk bytes the mount has sent since it started (deltas at their size), from a
-    ``status.json`` written from now on."""
+def status_figure(mount: Mount, key: str) -> int:
+    """A figure of a ``status.json`` written from now on."""
     path = mount.device.home / "status.json"
     since = time.time_ns()
     wait_for(lambda: path.stat().st_mtime_ns > since, 10, "a fresh status.json")
-    return int(json.loads(path.read_text())["uploaded_bytes"])
+    return int(json.loads(path.read_text())[key])
+
+
+def uploaded(mount: Mount) -> int:
+    """Chunk bytes the mount has sent since it started (deltas at their size)."""
+    return status_figure(mount, "uploaded_bytes")
+
+
+def downloaded(mount: Mount) -> int:
+    """Chunk bytes the mount has fetched since it started (parts at their size)."""
+    return status_figure(mount, "downloaded_bytes")
 
 
 def open_files(pid: int) -> list[str]:
@@ -91,6 +100,33 @@ def test_a_one_byte_edit_on_a_device_without_the_content_fetches_and_sends_littl
     assert uploaded(b) - sent <= 64 * KiB, "the changed chunk did not go up as a delta"
     wait_for(lambda: shown(a, "big.bin", bytes(model)), SYNC, "the edit on A")
     assert shown(b, "big.bin", bytes(model))
+
+
+def test_a_random_reader_fetches_parts_of_chunks_and_a_chunk_it_comes_back_to_whole(
+    new_mount: NewMount,
+) -> None:
+    """Small reads far apart on a device without the content ask the server for those
+    bytes only (``Range``), not the chunks around them, and keep nothing; a second
+    random read in a chunk fetches the chunk whole and keeps it."""
+    model = os.urandom(34 * MiB)
+    _, b = two_devices(new_mount, "big.bin", model)
+    # Each a jump (a first read near the start counts as the start of a sequential one).
+    spots = [2 * MiB + i * 4 * MiB + i * 37 * KiB for i in (0, 4, 1, 5, 2, 6, 3, 7)]
+    before = downloaded(b)
+    fd = os.open(b.path / "big.bin", os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        for at in spots:
+            assert os.pread(fd, 4 * KiB, at) == model[at : at + 4 * KiB]
+        # Whole chunks would be 2 MiB at least (8 of CDC_MIN) and kept in the cache.
+        assert downloaded(b) - before < 1 * MiB
+        assert cached_chunks(b) == 0
+        for at in spots:  # another page of (almost always) the same chunks
+            assert os.pread(fd, 4 * KiB, at + 64 * KiB) == model[at + 64 * KiB : at + 68 * KiB]
+    finally:
+        os.close(fd)
+    assert cached_chunks(b) >= 6
+    assert downloaded(b) - before >= 6 * 256 * KiB
 
 
 def test_reads_of_a_file_being_written_merge_the_writes_over_its_version(

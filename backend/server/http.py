@@ -146,6 +146,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
+def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """``(start, end)`` (end exclusive) for one satisfiable range; None: the whole
+    file; ``"unsatisfiable"``: 416."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[6:].strip().partition("-")
+    try:
+        if not first:
+            length = int(last)
+            return (max(size - length, 0), size) if length > 0 and size > 0 else "unsatisfiable"
+        start = int(first)
+        end = int(last) + 1 if last else size
+    except ValueError:
+        return None
+    if start < 0 or start >= size or end <= start:
+        return "unsatisfiable"
+    return start, min(end, size)
+
+
 def state_of(request: Request) -> ServerState:
     state: ServerState = request.app.state.loft
     return state

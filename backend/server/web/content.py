@@ -32,6 +32,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Send
 
+from backend.server.http import parse_range
+
 PIECE = 1 << 20
 INLINE_TYPES = frozenset({
     "image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp",
@@ -68,25 +70,6 @@ def disposition(name: str, inline: bool) -> str:
 
 def shows_inline(kind: str) -> bool:
     return kind.split(";")[0] in INLINE_TYPES
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
-    """``(start, end)`` (end exclusive) for one satisfiable range; None: the whole
-    file; ``"unsatisfiable"``: 416."""
-    if not header or not header.startswith("bytes=") or "," in header:
-        return None
-    first, _, last = header[6:].strip().partition("-")
-    try:
-        if not first:
-            length = int(last)
-            return (max(size - length, 0), size) if length > 0 and size > 0 else "unsatisfiable"
-        start = int(first)
-        end = int(last) + 1 if last else size
-    except ValueError:
-        return None
-    if start < 0 or start >= size or end <= start:
-        return "unsatisfiable"
-    return start, min(end, size)
 
 
 @dataclass(frozen=True)
