@@ -559,7 +559,7 @@ async def test_a_range_of_a_chunk_is_answered_206_with_just_those_bytes(acct: Ac
         for data in samples:
             [cid, size] = await upload(c, data)
 
-            async def ranged(spec: str) -> httpx.Response:
+            async def ranged(spec: str, cid: str = cid) -> httpx.Response:
                 return await raw(acct.server, "GET", f"/chunks/{cid}", acct.token,
                                  headers={"range": spec})
 
