@@ -40,10 +40,11 @@ PART_MIN = 256 * 1024
 """A random read of a chunk this large that the device lacks may fetch only the part
 it asks for (``Fetcher.wants_part``): a ranged request, not the whole chunk."""
 PART_SHARE = 4
-"""... when the part is at most 1/PART_SHARE of the chunk."""
+"""A chunk's parts fetched for random reads add up to at most 1/PART_SHARE of it: the
+read that would pass that fetches the chunk whole and keeps it (rent, then buy: a
+reader that keeps coming back to a chunk costs at most 1 + 1/PART_SHARE of it)."""
 PARTS_KEPT = 4096
-"""Chunks remembered as read in part once: the next random read of one fetches it
-whole, and keeps it."""
+"""Chunks whose parts fetched are counted (the oldest forgotten first)."""
 STORE_BEHIND = 64 * 1024 * 1024
 """Bytes of fetched chunks that may wait for their store while readers go on."""
 
@@ -70,7 +71,8 @@ class Fetcher:
         self._hot_bytes = 0
         self._storing: dict[str, tuple[bytes, trio.Event]] = {}
         self._storing_bytes = 0
-        self._parts: OrderedDict[str, None] = OrderedDict()
+        self._parts: OrderedDict[str, int] = OrderedDict()
+        """Bytes fetched in parts, by chunk (``wants_part``)."""
 
     def _remember(self, cid: str, data: bytes) -> bytes:
         """Keep the last few chunks in memory: the kernel reads 128 KiB at a time."""
@@ -191,17 +193,16 @@ class Fetcher:
 
     def wants_part(self, cid: str, length: int, lo: int, hi: int) -> bool:
         """Whether a random read of ``[lo, hi)`` of a chunk this device lacks should
-        fetch only that: the chunk is large, the part small, the chunk not on its way
-        already, and no random read came to it before (a reader that comes back gets
-        the whole chunk, kept in the cache). Parts are not cached."""
-        if length < PART_MIN or (hi - lo) * PART_SHARE > length:
+        fetch only that: the chunk is large, not on its way already, and its parts
+        fetched so far, this one with them, stay within 1/PART_SHARE of it; past that
+        the reader keeps coming back, and gets the chunk whole, kept in the cache.
+        Parts are not cached."""
+        if length < PART_MIN or cid in self._inflight or cid in self._storing:
             return False
-        if cid in self._inflight or cid in self._storing or cid in self._hot:
+        fetched = self._parts.pop(cid, 0) + hi - lo
+        if fetched * PART_SHARE > length:
             return False
-        if cid in self._parts:
-            del self._parts[cid]
-            return False
-        self._parts[cid] = None
+        self._parts[cid] = fetched
         if len(self._parts) > PARTS_KEPT:
             self._parts.popitem(last=False)
         return True

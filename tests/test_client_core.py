@@ -704,13 +704,16 @@ def test_read_ahead_grows_while_a_reader_is_sequential_and_closes_when_it_jumps(
 
 
 
-def test_a_random_reader_gets_a_part_of_a_large_chunk_once_then_the_whole(cache: Cache) -> None:
+def test_a_random_reader_gets_parts_of_a_chunk_until_they_add_up_to_a_quarter(
+    cache: Cache,
+) -> None:
     none: Any = None  # deciding needs neither the writer nor the server
     fetcher = Fetcher(cache, none, none, 1.0)
     big, kib = 4 << 20, 1 << 10
-    assert fetcher.wants_part(ids(1), big, 0, 128 * kib)
-    assert not fetcher.wants_part(ids(1), big, big // 2, big // 2 + 4 * kib)  # back again
-    assert fetcher.wants_part(ids(1), big, 0, 4 * kib)  # remembered once, not for good
+    assert fetcher.wants_part(ids(1), big, 0, 512 * kib)
+    assert fetcher.wants_part(ids(1), big, big // 2, big // 2 + 512 * kib)  # 1 MiB in all
+    assert not fetcher.wants_part(ids(1), big, 3 << 20, (3 << 20) + 4 * kib)  # then whole
+    assert fetcher.wants_part(ids(1), big, 0, 4 * kib)  # the count starts again
     assert not fetcher.wants_part(ids(2), big, 0, big // 4 + 1)  # most of it: whole
     assert not fetcher.wants_part(ids(3), PART_MIN - 1, 0, 4 * kib)  # small: whole
     assert fetcher.wants_part(ids(4), PART_MIN, 0, PART_MIN // 4)
