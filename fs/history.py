@@ -42,8 +42,8 @@ from typing import Any
 import pyfuse3
 
 from backend import protocol as p
-from backend.client import History
 from backend.errors import LoftError, NotFound
+from backend.history_client import History
 from fs.errors import fail
 
 log = logging.getLogger("loft.fs")

@@ -24,8 +24,9 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from backend.client import Client, History
+from backend.client import Client
 from backend.errors import LoftError
+from backend.history_client import History
 from backend.private import write_private
 from cache.env import Txn, Writer
 from cache.mapped import libc

@@ -52,7 +52,7 @@ from typing import TypeVar
 import pytest
 
 from backend import protocol as p
-from backend.client import History
+from backend.history_client import History
 from cache.env import Writer
 from cache.store import ROOT_INO, Cache
 from fs.history import PastTree

@@ -18,8 +18,9 @@ import trio
 
 from backend import cursor
 from backend import protocol as p
-from backend.client import Client, History
+from backend.client import Client
 from backend.errors import BadRequest, CrossShare, Forbidden, LoftError, NotFound, QuotaExceeded
+from backend.history_client import History
 from backend.server.auth import hash_password
 from backend.server.main import open_metadata
 from backend.server.metadata import MetadataStore

@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 
 from backend import protocol as p
-from backend.client import History
+from backend.history_client import History
 from backend.sizes import human
 from tests.conftest import Device, Mount, NewMount, Server, login, unmount_and_check
 from tests.devices import (

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend import protocol as p
-from backend.client import Client, History
+from backend.client import Client
 from backend.errors import BadRequest, NotFound
+from backend.history_client import History
 from tools.workspace import RemoteWorkspace
 
 
