@@ -132,17 +132,20 @@ def test_a_random_reader_fetches_parts_of_chunks_and_a_chunk_it_keeps_coming_bac
         # Whole chunks would be 2 MiB at least (8 of CDC_MIN) and kept in the cache.
         assert downloaded(b) - before < 1 * MiB
         assert cached_chunks(b) == 0
-        # Two chunks read on, 16 KiB at a time, in turns: every read a jump.
-        # (Within the shorter one: reads of one alone would be a sequential reader.)
+        # Two chunks read on, 16 KiB at a time, in turns (every read a jump), until
+        # each has had more than a quarter of it read: each read within its chunk.
         first, second = order[0], order[1]
-        for step in range(1, min(blocks[first][1], blocks[second][1]) // (16 * KiB)):
+        for step in range(max(blocks[i][1] // (64 * KiB) + 2 for i in (first, second))):
             for i in (first, second):
-                read(starts[i] + step * 16 * KiB, 16 * KiB)
+                within = (step * 16 * KiB) % (blocks[i][1] - 32 * KiB)
+                read(starts[i] + 16 * KiB + within, 16 * KiB)
     finally:
         os.close(fd)
-    assert cached_chunks(b) == 2
+    wait_for(lambda: cached_chunks(b) == 2, 10, "the two chunks in B's cache")  # stored behind
+    # Parts add up to a quarter of a chunk before it comes whole; the kernel's reads
+    # are not always the size asked for (pages, folios), hence the slack.
     whole = blocks[first][1] + blocks[second][1]
-    assert downloaded(b) - before <= 1.3 * whole + 128 * KiB
+    assert downloaded(b) - before <= 2.5 * whole + 1 * MiB
 
 
 def test_reads_of_a_file_being_written_merge_the_writes_over_its_version(
