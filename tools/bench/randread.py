@@ -23,15 +23,14 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import trio
 
+import tools.bench.rawhttp
 from backend.blocking import BlockingPool
 from tools.bench.mount import (
     BenchError,
@@ -43,7 +42,7 @@ from tools.bench.mount import (
     wait_synced,
     write_file,
 )
-from tools.localserver import LocalServer, Stores, free_port
+from tools.localserver import LocalServer, Stores
 
 KiB = 1 << 10
 SYNC_TIMEOUT = 600.0
@@ -79,39 +78,23 @@ def random_reads(path: Path, content: bytes, offsets: list[int], size: int) -> l
 def raw_gets(count: int, size: int) -> list[float]:
     """Seconds of each of ``count`` GETs of ``size`` bytes, one after the other, from
     ``tools.bench.rawhttp`` started for the purpose."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tools.bench.rawhttp", str(port)],
-                              stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(url), 30, "the raw HTTP server", every=0.05)
 
-        async def run() -> list[float]:
-            pool = BlockingPool(url, {}, timeout=60, connect=5, context=None, size=1)
-            seconds = []
-            try:
-                for i in range(count):
-                    start = time.perf_counter()
-                    answer = await pool.send("GET", f"/blob/{i}?size={size}", {})
-                    seconds.append(time.perf_counter() - start)
-                    if answer.status_code != 200 or len(answer.content) != size:
-                        raise BenchError(f"raw GET: HTTP {answer.status_code}")
-            finally:
-                pool.close()
-            return seconds
+    async def run(url: str) -> list[float]:
+        pool = BlockingPool(url, {}, timeout=60, connect=5, context=None, size=1)
+        seconds = []
+        try:
+            for i in range(count):
+                start = time.perf_counter()
+                answer = await pool.send("GET", f"/blob/{i}?size={size}", {})
+                seconds.append(time.perf_counter() - start)
+                if answer.status_code != 200 or len(answer.content) != size:
+                    raise BenchError(f"raw GET: HTTP {answer.status_code}")
+        finally:
+            pool.close()
+        return seconds
 
-        return trio.run(run)
-    finally:
-        server.terminate()
-        server.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        httpx.get(url + "/", timeout=1)
-        return True
-    except httpx.TransportError:
-        return False
+    with tools.bench.rawhttp.serving() as url:
+        return trio.run(run, url)
 
 
 def spread_offsets(size: int, reads: int, piece: int, seed: int = 7) -> list[int]:

@@ -13,10 +13,12 @@ cost.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -86,13 +88,14 @@ async def raw_http(url: str, size: int, workers: int = 6) -> tuple[float, float]
     return await run("PUT"), await run("GET")
 
 
-def measure(size: int) -> tuple[float, float]:
-    """The baseline: seconds to PUT and to GET ``size`` bytes, this server started on a
-    free loopback port for the purpose and stopped after."""
+@contextlib.contextmanager
+def serving() -> Iterator[str]:
+    """This server on a free loopback port, answering, for the block: its URL."""
     from tools.localserver import free_port  # the server side imports no Loft code
 
     port = free_port()
-    raw = subprocess.Popen([sys.executable, "-m", "tools.bench.rawhttp", str(port)])
+    raw = subprocess.Popen([sys.executable, "-m", "tools.bench.rawhttp", str(port)],
+                           stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
             try:
@@ -100,10 +103,17 @@ def measure(size: int) -> tuple[float, float]:
                 break
             except httpx.TransportError:
                 time.sleep(0.05)
-        return trio.run(raw_http, f"http://127.0.0.1:{port}", size)
+        yield f"http://127.0.0.1:{port}"
     finally:
         raw.terminate()
         raw.wait()
+
+
+def measure(size: int) -> tuple[float, float]:
+    """The baseline: seconds to PUT and to GET ``size`` bytes, this server started for
+    the purpose and stopped after."""
+    with serving() as url:
+        return trio.run(raw_http, url, size)
 
 
 def main() -> None:
