@@ -247,8 +247,11 @@ class MountCore:
             self.stager.drop(entry["id"])
 
     async def _create_entry(
-        self, parent_ino: int, raw_name: bytes, kind: str, mode: int, **extra: Any
+        self, parent_ino: int, raw_name: bytes, kind: str, mode: int,
+        entry_id: str | None = None, **extra: Any,
     ) -> tuple[Entry, int]:
+        """A new entry in the view and its record in the journal; ``entry_id``: its id,
+        when the caller must know it before the record exists."""
         self._writable(parent_ino)
         name = self._name(raw_name)
 
@@ -256,7 +259,7 @@ class MountCore:
             parent = self._dir(txn, parent_ino)
             if self.view.child(txn, parent["id"], name) is not None:
                 raise fail(errno.EEXIST)
-            entry = Entry(id=p.new_id(), parent=parent["id"], name=name, kind=kind,
+            entry = Entry(id=entry_id or p.new_id(), parent=parent["id"], name=name, kind=kind,
                           rev=PENDING, size=0, mode=mode & 0o7777, mtime=time.time_ns())
             entry.update(extra)  # type: ignore[typeddict-item]
             fields: dict[str, Any] = {k: entry[k] for k in ("parent", "name", "mode", "mtime")}

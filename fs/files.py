@@ -23,6 +23,7 @@ from typing import Any
 import pyfuse3
 import trio
 
+from backend import protocol as p
 from cache.env import Txn
 from cache.records import Entry
 from fs.content import BlockMap, ReadAhead, read_blocks
@@ -209,8 +210,12 @@ class FileHandlers(MountCore):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        entry, ino = await self._create_entry(parent_inode, name, "file", mode)
-        async with self.stager.lock(entry["id"]):
+        # Its lock taken before its create is recorded: the file counts as being
+        # written (``Stager.writing``) from the start, so its create never goes up
+        # empty while the program has yet to write (``fs.batching.held``).
+        entry_id = p.new_id()
+        async with self.stager.lock(entry_id):
+            entry, ino = await self._create_entry(parent_inode, name, "file", mode, entry_id)
             self.stager.stage(entry, truncate=True)
         fh = self._handle(entry, ino, True)
         return pyfuse3.FileInfo(fh=fh), self.attributes(entry, ino)

@@ -17,6 +17,7 @@ import tarfile
 from pathlib import Path
 
 from tests.conftest import NewMount
+from tests.devices import journal
 from tests.polling import wait_for
 
 SYNC = 120.0
@@ -67,6 +68,14 @@ def test_tar_extracts_a_2000_file_tree_that_matches_and_reaches_the_other_device
     run("tar", "xf", archive, "-C", a.path)
     assert same_tree(source, a.path / "tree")
     wait_for(lambda: same_tree(source, b.path / "tree"), SYNC, "the tree on B")
+    # Each file went up with its content: none first as the empty file its create
+    # made (tar's later utime may add a version, never another size).
+    sizes: dict[str, set[int]] = {}
+    for record in journal(a.device):
+        if record["kind"] == "file":
+            sizes.setdefault(record["id"], set()).add(record["size"])
+    assert len(sizes) == 2002, len(sizes)  # and big.bin, run.sh
+    assert not {i: s for i, s in sizes.items() if len(s) > 1}
 
 
 def test_git_init_add_commit_log_status_and_fsck_work(new_mount: NewMount) -> None:

@@ -245,6 +245,24 @@ def test_change_shows_on_the_other_device_within_seconds(
     CHANGES[kind](src / folder, dst / folder)
 
 
+def test_a_new_file_written_a_while_after_its_create_goes_up_once_as_written(
+    pair: list[Mount],
+) -> None:
+    """A program that creates a file and writes it a moment later (a log opened at
+    start, a download that waits for its first bytes) makes one version, with the
+    content: the create waits for the close, not only for the first write."""
+    a, b = pair
+    (a.path / "slow").mkdir()
+    with open(a.path / "slow" / "log.txt", "wb") as f:
+        time.sleep(1.0)  # the uploader wakes 20 ms after a change
+        f.write(b"first line\n")
+    arrive(lambda: (b.path / "slow" / "log.txt").read_bytes() == b"first line\n", "log on B")
+    synced(a)
+    result = a.device.run("versions", "/slow/log.txt")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1, result.stdout
+
+
 # --- big files, laziness, dedup ------------------------------------------------------
 
 
