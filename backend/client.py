@@ -61,9 +61,9 @@ class Client:
         self.url = url.rstrip("/")
         self.token = token
         self.uploaded = 0
+        """Bytes of chunk content sent (a delta counts its own size), for status."""
         self.downloaded = 0
         """Bytes of chunk content received (``get_chunk``, ``get_chunk_part``)."""
-        """Bytes of chunk content sent (a delta counts its own size), for status."""
         self.attempts = attempts
         self.backoff = backoff
         headers = {"accept": p.CBOR}
@@ -238,7 +238,9 @@ class Client:
         )
         data = response.content
         self.downloaded += len(data)
-        if response.status_code == 200 and await _is_chunk(cid, data):  # a server without ranges
+        if response.status_code == 200:  # a server without ranges: the whole chunk
+            if not await _is_chunk(cid, data):
+                raise HashMismatch(f"chunk {cid} arrived damaged")
             data = data[start:end]
         elif response.status_code != 206:
             raise LoftError(f"chunk {cid}: a part asked for, HTTP {response.status_code} answered")
